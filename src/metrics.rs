@@ -1,0 +1,191 @@
+//! Metric names, their tag encoding, and the table of metric ids defined once per
+//! config. Names follow Istio's tag convention `key=.=value;.;` so that one naming
+//! serves plain Envoy (`stats_tags` regexes) and Istio (`extraStatTags`):
+//! `version=.=canary;.;reason=.=hash;.;canary_requests_total` becomes
+//! `canary_requests_total{version="canary",reason="hash"}` in Prometheus.
+
+use crate::config::Config;
+use crate::decide::Reason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Where metrics live: the host in the filter, a recorder in tests.
+pub trait MetricSink {
+    type Error;
+    fn define(&mut self, kind: MetricKind, name: &str) -> Result<u32, Self::Error>;
+}
+
+/// Status classes counted per version: 1xx..5xx.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`CODE_CLASSES`] of an HTTP status, read as the bytes of `:status`.
+pub fn code_class_index(status: &[u8]) -> Option<usize> {
+    match status {
+        [first @ b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => Some(usize::from(first - b'1')),
+        _ => None,
+    }
+}
+
+pub fn requests_total_name(prefix: &str, version: &str, reason: Reason) -> String {
+    format!(
+        "version=.={version};.;reason=.={};.;{prefix}_requests_total",
+        reason.as_str()
+    )
+}
+
+pub fn responses_total_name(prefix: &str, version: &str, code_class: &str) -> String {
+    format!("version=.={version};.;code_class=.={code_class};.;{prefix}_responses_total")
+}
+
+pub fn request_duration_name(prefix: &str, version: &str) -> String {
+    format!("version=.={version};.;{prefix}_request_duration_milliseconds")
+}
+
+/// Metric ids for every (version, reason) and (version, code class), and one
+/// duration histogram per version: the per-request path only indexes this table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricTable {
+    requests: Vec<u32>,
+    responses: Vec<u32>,
+    durations: Vec<u32>,
+}
+
+impl MetricTable {
+    pub fn define<S: MetricSink>(config: &Config, sink: &mut S) -> Result<Self, S::Error> {
+        let prefix = &config.metrics_prefix;
+        let n = config.versions.len();
+        let mut table = MetricTable {
+            requests: Vec::with_capacity(n * Reason::ALL.len()),
+            responses: Vec::with_capacity(n * CODE_CLASSES.len()),
+            durations: Vec::with_capacity(n),
+        };
+        for version in &config.versions {
+            let v = version.name.as_str();
+            for reason in Reason::ALL {
+                let name = requests_total_name(prefix, v, reason);
+                table
+                    .requests
+                    .push(sink.define(MetricKind::Counter, &name)?);
+            }
+            for class in CODE_CLASSES {
+                let name = responses_total_name(prefix, v, class);
+                table
+                    .responses
+                    .push(sink.define(MetricKind::Counter, &name)?);
+            }
+            let name = request_duration_name(prefix, v);
+            table
+                .durations
+                .push(sink.define(MetricKind::Histogram, &name)?);
+        }
+        Ok(table)
+    }
+
+    pub fn request(&self, version: usize, reason: Reason) -> Option<u32> {
+        self.requests
+            .get(version * Reason::ALL.len() + reason.index())
+            .copied()
+    }
+
+    pub fn response(&self, version: usize, code_class: usize) -> Option<u32> {
+        self.responses
+            .get(version * CODE_CLASSES.len() + code_class)
+            .copied()
+    }
+
+    pub fn duration(&self, version: usize) -> Option<u32> {
+        self.durations.get(version).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Vec<(MetricKind, String)>);
+
+    impl MetricSink for Recorder {
+        type Error = ();
+        fn define(&mut self, kind: MetricKind, name: &str) -> Result<u32, ()> {
+            self.0.push((kind, name.to_string()));
+            Ok(self.0.len() as u32 - 1)
+        }
+    }
+
+    #[test]
+    fn names_use_the_istio_tag_convention() {
+        assert_eq!(
+            requests_total_name("canary", "canary", Reason::Hash),
+            "version=.=canary;.;reason=.=hash;.;canary_requests_total"
+        );
+        assert_eq!(
+            responses_total_name("p", "stable", "5xx"),
+            "version=.=stable;.;code_class=.=5xx;.;p_responses_total"
+        );
+        assert_eq!(
+            request_duration_name("canary", "v2"),
+            "version=.=v2;.;canary_request_duration_milliseconds"
+        );
+    }
+
+    #[test]
+    fn the_table_maps_each_combination_to_its_own_metric() {
+        let config = Config::from_json(
+            br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"metrics_prefix":"shop"}"#,
+        )
+        .unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(rec.0.len(), 2 * (5 + 5 + 1));
+        let name = |id: Option<u32>| rec.0[id.unwrap() as usize].clone();
+        assert_eq!(
+            name(table.request(1, Reason::Override)),
+            (
+                MetricKind::Counter,
+                "version=.=canary;.;reason=.=override;.;shop_requests_total".into()
+            )
+        );
+        assert_eq!(
+            name(table.request(0, Reason::Baseline)),
+            (
+                MetricKind::Counter,
+                "version=.=stable;.;reason=.=baseline;.;shop_requests_total".into()
+            )
+        );
+        assert_eq!(
+            name(table.response(1, 4)),
+            (
+                MetricKind::Counter,
+                "version=.=canary;.;code_class=.=5xx;.;shop_responses_total".into()
+            )
+        );
+        assert_eq!(
+            name(table.duration(0)),
+            (
+                MetricKind::Histogram,
+                "version=.=stable;.;shop_request_duration_milliseconds".into()
+            )
+        );
+        assert_eq!(table.request(2, Reason::Hash), None);
+        assert_eq!(table.response(2, 0), None);
+    }
+
+    #[test]
+    fn status_codes_map_to_classes() {
+        assert_eq!(code_class_index(b"200"), Some(1));
+        assert_eq!(code_class_index(b"101"), Some(0));
+        assert_eq!(code_class_index(b"503"), Some(4));
+        assert_eq!(code_class_index(b"404"), Some(3));
+        assert_eq!(code_class_index(b"302"), Some(2));
+        assert_eq!(code_class_index(b"600"), None);
+        assert_eq!(code_class_index(b"20"), None);
+        assert_eq!(code_class_index(b""), None);
+        assert_eq!(code_class_index(b"2000"), None);
+    }
+}
