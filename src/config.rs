@@ -815,7 +815,10 @@ mod tests {
         assert_rejected(" \n", "the config is empty");
         assert_rejected("[]", "the config must be a JSON object");
         assert_rejected("\"x\"", "the config must be a JSON object");
-        assert_rejected(r#"{"versions":[{"name":"s"}]} trailing"#, "trailing characters");
+        assert_rejected(
+            r#"{"versions":[{"name":"s"}]} trailing"#,
+            "trailing characters",
+        );
         assert_rejected(
             r#"{"versions":[{"name":"s"}],"anonymous":"sometimes"}"#,
             "anonymous: unknown variant `sometimes`",

@@ -78,7 +78,7 @@ impl MetricSink for HostMetrics {
 fn log_rejection(errors: &[ConfigError]) {
     let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
     error!(
-        "canary-router: config rejected ({} problem{}): {}",
+        "config rejected ({} problem{}): {}",
         errors.len(),
         if errors.len() == 1 { "" } else { "s" },
         details.join("; ")
@@ -99,7 +99,7 @@ impl RootContext for CanaryRoot {
                 return false;
             }
             Err(status) => {
-                error!("canary-router: config rejected: cannot read the plugin configuration: {status:?}");
+                error!("config rejected: cannot read the plugin configuration: {status:?}");
                 return false;
             }
         };
@@ -113,7 +113,7 @@ impl RootContext for CanaryRoot {
         let metrics = match MetricTable::define(&config, &mut HostMetrics) {
             Ok(metrics) => metrics,
             Err((name, status)) => {
-                error!("canary-router: config rejected: cannot define metric `{name}`: {status:?}");
+                error!("config rejected: cannot define metric `{name}`: {status:?}");
                 return false;
             }
         };
@@ -129,7 +129,7 @@ impl RootContext for CanaryRoot {
             })
             .collect();
         info!(
-            "canary-router: config loaded: route_header={} versions {}",
+            "config loaded: route_header={} versions {}",
             config.route_header,
             split.join(" ")
         );
@@ -179,10 +179,7 @@ impl HttpContext for CanaryRequest {
             &active.config.route_header,
             Some(&version.name),
         ) {
-            warn!(
-                "canary-router: cannot set {}: {status:?}",
-                active.config.route_header
-            );
+            warn!("cannot set {}: {status:?}", active.config.route_header);
         }
         if let Some(id) = active
             .metrics

