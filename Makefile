@@ -38,7 +38,7 @@ demo: build envoy
 
 ## test: lint, unit tests, and the end-to-end tests against a real Envoy
 test: lint build envoy
-	$(CARGO) test --release --all-targets
+	$(CARGO) test --release --lib --tests
 
 ## unit: only the native tests of the pure core
 unit:
