@@ -4,6 +4,8 @@
 //! per request. Every error names the field it is about, so that the log line that
 //! rejects a config tells the operator exactly what to fix.
 
+use crate::guard::{GuardConfig, StatusMatcher};
+use crate::schedule::{parse_duration, parse_rfc3339, Schedule, Step};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,6 +21,9 @@ pub const DEFAULT_BUCKETS: u32 = 10_000;
 pub const ALLOWED_BUCKETS: [u32; 3] = [100, 1_000, 10_000];
 /// Weights are percentages with two decimals: 10000 basis points are 100%.
 pub const FULL_WEIGHT_BASIS_POINTS: u32 = 10_000;
+pub const DEFAULT_GUARD_MIN_REQUESTS: u64 = 50;
+pub const DEFAULT_GUARD_WINDOW_MS: u64 = 30_000;
+pub const DEFAULT_GUARD_HOLD_MS: u64 = 600_000;
 
 /// One problem in a config: the JSON path of the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +76,7 @@ struct RawConfig {
     hash: Option<RawHash>,
     anonymous: Option<Anonymous>,
     metrics_prefix: Option<String>,
+    guard: Option<RawGuard>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +84,34 @@ struct RawConfig {
 struct RawVersion {
     name: String,
     weight: Option<f64>,
+    schedule: Option<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    start: String,
+    steps: Vec<RawStep>,
+    interpolate: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    after: String,
+    weight: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    version: String,
+    max_error_rate: f64,
+    baseline_margin: Option<f64>,
+    min_requests: Option<u64>,
+    window: Option<String>,
+    status: Option<Vec<String>>,
+    hold: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,24 +136,61 @@ struct RawHash {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Version {
     pub name: String,
-    /// Share in hundredths of a percent; the baseline's is whatever the others leave.
-    pub weight_basis_points: u32,
+    pub weight: Weight,
 }
 
-/// The bucket ranges of a set of weights. Bucket `b` (1..=`buckets`) belongs to
-/// the first non-baseline version `i` with `b <= upper[i - 1]`, else to the baseline.
-/// Precomputed once, so a decision is a hash and a short scan.
+/// How a version's share is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weight {
+    /// The baseline (first version): whatever the others leave.
+    Remainder,
+    /// A fixed share, in basis points (hundredths of a percent).
+    Fixed(u32),
+    /// A share that follows a time-based ramp.
+    Scheduled(Schedule),
+}
+
+impl Weight {
+    /// The share at `now_ms` (unix ms), in basis points; 0 for the baseline.
+    pub fn at(&self, now_ms: i64, buckets: u32) -> u32 {
+        match self {
+            Weight::Remainder => 0,
+            Weight::Fixed(bp) => *bp,
+            Weight::Scheduled(schedule) => schedule.weight_at(now_ms, buckets),
+        }
+    }
+
+    /// The largest share it ever takes: the size of its reserved bucket range.
+    pub fn max(&self) -> u32 {
+        match self {
+            Weight::Remainder => 0,
+            Weight::Fixed(bp) => *bp,
+            Weight::Scheduled(schedule) => schedule.max_weight(),
+        }
+    }
+}
+
+/// The bucket ranges of the versions at one moment. Version `i + 1` owns the
+/// buckets `b` with `ranges[i].0 < b <= ranges[i].1`; the baseline owns the rest.
+/// Each non-baseline version's range starts where the previous version's largest
+/// range ends, so a version's range only grows as its weight ramps up: with fixed
+/// weights the ranges are contiguous from bucket 1 (the documented layout), and no
+/// ramp ever moves a user from one version to another except out of the baseline.
+/// Precomputed, so a decision is a hash and a short scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
     pub buckets: u32,
-    /// Cumulative upper bucket bound of versions 1..n, in list order.
-    pub upper: Vec<u32>,
+    pub ranges: Vec<(u32, u32)>,
 }
 
 impl Split {
     /// The version index (0 = baseline) that owns `bucket` (1..=`buckets`).
     pub fn version_of_bucket(&self, bucket: u32) -> usize {
-        match self.upper.iter().position(|&upper| bucket <= upper) {
+        match self
+            .ranges
+            .iter()
+            .position(|&(start, end)| start < bucket && bucket <= end)
+        {
             Some(i) => i + 1,
             None => 0,
         }
@@ -151,9 +222,13 @@ pub struct Config {
     /// User ID -> version index.
     pub users: HashMap<Box<[u8]>, usize>,
     pub hash: HashConfig,
-    pub split: Split,
+    /// 100, 1000 or 10000: user hashes and anonymous draws land in 1..=buckets.
+    pub buckets: u32,
     pub anonymous: Anonymous,
     pub metrics_prefix: String,
+    pub guard: Option<GuardConfig>,
+    /// murmur3 of the config text: names this config's proxy-wide guard state.
+    pub fingerprint: u32,
 }
 
 impl Config {
@@ -183,7 +258,49 @@ impl Config {
         if let Err(err) = deserializer.end() {
             return Err(vec![ConfigError::new("", err.to_string())]);
         }
-        validate(raw)
+        let mut config = validate(raw)?;
+        config.fingerprint = crate::bucket::hash_key(b"", bytes);
+        Ok(config)
+    }
+
+    /// Each version's share at `now_ms` (unix ms), in basis points; the baseline's
+    /// is what the others leave.
+    pub fn weights_at(&self, now_ms: i64) -> Vec<u32> {
+        let mut weights: Vec<u32> = self
+            .versions
+            .iter()
+            .map(|v| v.weight.at(now_ms, self.buckets))
+            .collect();
+        let others: u32 = weights.iter().sum();
+        if let Some(baseline) = weights.first_mut() {
+            *baseline = FULL_WEIGHT_BASIS_POINTS.saturating_sub(others);
+        }
+        weights
+    }
+
+    /// The bucket ranges at `now_ms` (unix ms).
+    pub fn split_at(&self, now_ms: i64) -> Split {
+        let to_buckets = |bp: u32| {
+            (u64::from(bp) * u64::from(self.buckets) / u64::from(FULL_WEIGHT_BASIS_POINTS)) as u32
+        };
+        let mut reserved_start = 0u32;
+        let mut ranges = Vec::with_capacity(self.versions.len().saturating_sub(1));
+        for version in self.versions.iter().skip(1) {
+            let now = to_buckets(version.weight.at(now_ms, self.buckets));
+            ranges.push((reserved_start, reserved_start.saturating_add(now)));
+            reserved_start = reserved_start.saturating_add(to_buckets(version.weight.max()));
+        }
+        Split {
+            buckets: self.buckets,
+            ranges,
+        }
+    }
+
+    /// True if some weight follows a schedule, so the split changes with time.
+    pub fn is_scheduled(&self) -> bool {
+        self.versions
+            .iter()
+            .any(|v| matches!(v.weight, Weight::Scheduled(_)))
     }
 
     /// The index of the version with this exact name.
@@ -213,7 +330,6 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     };
 
     let versions = validate_versions(&raw.versions, buckets, &mut errors);
-    let split = split_of(&versions, buckets);
 
     let override_ = match raw.override_ {
         Some(o) => OverrideConfig {
@@ -296,6 +412,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         None => DEFAULT_METRICS_PREFIX.to_string(),
     };
 
+    let guard = raw
+        .guard
+        .and_then(|g| validate_guard(g, &versions, &mut errors));
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -305,9 +425,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         override_,
         users,
         hash,
-        split,
+        buckets,
         anonymous: raw.anonymous.unwrap_or_default(),
         metrics_prefix,
+        guard,
+        fingerprint: 0,
     })
 }
 
@@ -338,50 +460,226 @@ fn validate_versions(
                 format!("`{}` is already the name of versions[{first}]", v.name),
             ));
         }
-        let weight_basis_points = match (i, v.weight) {
-            (0, None) => 0,
-            (0, Some(_)) => {
+        let weight = match (i, v.weight, &v.schedule) {
+            (0, None, None) => Weight::Remainder,
+            (0, _, _) => {
+                let what = if v.weight.is_some() {
+                    "weight"
+                } else {
+                    "schedule"
+                };
+                errors.push(ConfigError::new(
+                    format!("{field}.{what}"),
+                    format!("the first version is the baseline: it takes the share the others leave and has no {what}"),
+                ));
+                Weight::Remainder
+            }
+            (_, Some(_), Some(_)) => {
+                errors.push(ConfigError::new(
+                    format!("{field}.schedule"),
+                    "a version has either a weight or a schedule, not both",
+                ));
+                Weight::Fixed(0)
+            }
+            (_, None, None) => {
                 errors.push(ConfigError::new(
                     format!("{field}.weight"),
-                    "the first version is the baseline: it takes the share the others leave and has no weight",
+                    "missing: every version after the first needs a weight (a percentage from 0 to 100) or a schedule",
                 ));
-                0
+                Weight::Fixed(0)
             }
-            (_, None) => {
-                errors.push(ConfigError::new(
-                    format!("{field}.weight"),
-                    "missing: every version after the first needs a weight (a percentage from 0 to 100)",
-                ));
-                0
-            }
-            (_, Some(w)) => match weight_to_basis_points(w, buckets) {
-                Ok(bp) => bp,
+            (_, Some(w), None) => match weight_to_basis_points(w, buckets) {
+                Ok(bp) => Weight::Fixed(bp),
                 Err(msg) => {
                     errors.push(ConfigError::new(format!("{field}.weight"), msg));
-                    0
+                    Weight::Fixed(0)
                 }
             },
+            (_, None, Some(schedule)) => {
+                match validate_schedule(&format!("{field}.schedule"), schedule, buckets, errors) {
+                    Some(schedule) => Weight::Scheduled(schedule),
+                    None => Weight::Fixed(0),
+                }
+            }
         };
-        total += u64::from(weight_basis_points);
+        total += u64::from(weight.max());
         versions.push(Version {
             name: v.name.clone(),
-            weight_basis_points,
+            weight,
         });
     }
     if total > u64::from(FULL_WEIGHT_BASIS_POINTS) {
         errors.push(ConfigError::new(
             "versions",
             format!(
-                "the weights add up to {}, above 100",
+                "the weights add up to {}, above 100 (a schedule counts with its last step)",
                 format_basis_points(total)
             ),
         ));
     }
-    if let Some(first) = versions.first_mut() {
-        first.weight_basis_points =
-            FULL_WEIGHT_BASIS_POINTS.saturating_sub(u32::try_from(total).unwrap_or(u32::MAX));
-    }
     versions
+}
+
+fn validate_schedule(
+    field: &str,
+    raw: &RawSchedule,
+    buckets: u32,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Schedule> {
+    let before = errors.len();
+    let start_ms = parse_rfc3339(&raw.start)
+        .map_err(|msg| errors.push(ConfigError::new(format!("{field}.start"), msg)))
+        .unwrap_or(0);
+    if raw.steps.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{field}.steps"),
+            "needs at least one step",
+        ));
+    }
+    let mut steps: Vec<Step> = Vec::with_capacity(raw.steps.len());
+    for (j, step) in raw.steps.iter().enumerate() {
+        let step_field = format!("{field}.steps[{j}]");
+        let after_ms = parse_duration(&step.after)
+            .map_err(|msg| errors.push(ConfigError::new(format!("{step_field}.after"), msg)));
+        let weight = weight_to_basis_points(step.weight, buckets)
+            .map_err(|msg| errors.push(ConfigError::new(format!("{step_field}.weight"), msg)));
+        let (Ok(after_ms), Ok(weight_basis_points)) = (after_ms, weight) else {
+            continue;
+        };
+        if let Some(previous) = steps.last() {
+            if after_ms <= previous.after_ms {
+                errors.push(ConfigError::new(
+                    format!("{step_field}.after"),
+                    format!(
+                        "`{}` is not later than the step before it: steps go in increasing time",
+                        step.after
+                    ),
+                ));
+            }
+            if weight_basis_points < previous.weight_basis_points {
+                errors.push(ConfigError::new(
+                    format!("{step_field}.weight"),
+                    format!(
+                        "{} is below the step before it ({}): a ramp never goes down (roll back by changing the config)",
+                        step.weight,
+                        format_basis_points(previous.weight_basis_points.into())
+                    ),
+                ));
+            }
+        }
+        steps.push(Step {
+            after_ms,
+            weight_basis_points,
+        });
+    }
+    (errors.len() == before).then_some(Schedule {
+        start_ms,
+        steps,
+        interpolate: raw.interpolate.unwrap_or(false),
+    })
+}
+
+fn validate_guard(
+    raw: RawGuard,
+    versions: &[Version],
+    errors: &mut Vec<ConfigError>,
+) -> Option<GuardConfig> {
+    let before = errors.len();
+    let version = match versions.iter().position(|v| v.name == raw.version) {
+        Some(0) => {
+            errors.push(ConfigError::new(
+                "guard.version",
+                format!("`{}` is the baseline, where a tripped guard sends traffic; guard another version", raw.version),
+            ));
+            0
+        }
+        Some(i) => i,
+        None => {
+            errors.push(ConfigError::new(
+                "guard.version",
+                format!("no version is named `{}`", raw.version),
+            ));
+            0
+        }
+    };
+    let rate_ok = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
+    if !rate_ok(raw.max_error_rate) || raw.max_error_rate >= 1.0 {
+        errors.push(ConfigError::new(
+            "guard.max_error_rate",
+            format!(
+                "{} is not a fraction from 0 up to (not including) 1, such as 0.05 for 5%",
+                raw.max_error_rate
+            ),
+        ));
+    }
+    if let Some(margin) = raw.baseline_margin {
+        if !rate_ok(margin) {
+            errors.push(ConfigError::new(
+                "guard.baseline_margin",
+                format!("{margin} is not a fraction from 0 to 1, such as 0.02 for 2 points"),
+            ));
+        }
+    }
+    let min_requests = raw.min_requests.unwrap_or(DEFAULT_GUARD_MIN_REQUESTS);
+    if min_requests == 0 {
+        errors.push(ConfigError::new(
+            "guard.min_requests",
+            "must be at least 1: a guard needs evidence before it trips",
+        ));
+    }
+    let window_ms = match raw.window.as_deref() {
+        None => DEFAULT_GUARD_WINDOW_MS,
+        Some(text) => match parse_duration(text) {
+            Ok(0) => {
+                errors.push(ConfigError::new("guard.window", "must be longer than 0s"));
+                1000
+            }
+            Ok(ms) => ms,
+            Err(msg) => {
+                errors.push(ConfigError::new("guard.window", msg));
+                1000
+            }
+        },
+    };
+    let status = match raw.status {
+        None => StatusMatcher::parse(&["5xx".to_string()]).ok(),
+        Some(entries) if entries.is_empty() => {
+            errors.push(ConfigError::new(
+                "guard.status",
+                "needs at least one status class or code, such as \"5xx\"",
+            ));
+            None
+        }
+        Some(entries) => StatusMatcher::parse(&entries)
+            .map_err(|(i, msg)| errors.push(ConfigError::new(format!("guard.status[{i}]"), msg)))
+            .ok(),
+    };
+    let hold_ms = match raw.hold.as_deref() {
+        None => Some(DEFAULT_GUARD_HOLD_MS),
+        Some("forever") => None,
+        Some(text) => match parse_duration(text) {
+            Ok(ms) => Some(ms),
+            Err(msg) => {
+                errors.push(ConfigError::new(
+                    "guard.hold",
+                    format!("{msg}, or \"forever\""),
+                ));
+                None
+            }
+        },
+    };
+    if errors.len() != before {
+        return None;
+    }
+    Some(GuardConfig {
+        version,
+        max_error_rate: raw.max_error_rate,
+        baseline_margin: raw.baseline_margin,
+        min_requests,
+        window_ms,
+        status: status?,
+        hold_ms,
+    })
 }
 
 /// Converts a percentage to basis points, checking its range, its precision and
@@ -412,18 +710,6 @@ pub fn weight_to_basis_points(weight: f64, buckets: u32) -> Result<u32, String> 
         ));
     }
     Ok(bp)
-}
-
-/// The bucket ranges for a list of versions whose weights are already valid.
-pub fn split_of(versions: &[Version], buckets: u32) -> Split {
-    let mut upper = Vec::with_capacity(versions.len().saturating_sub(1));
-    let mut cumulative: u64 = 0;
-    for v in versions.iter().skip(1) {
-        cumulative += u64::from(v.weight_basis_points) * u64::from(buckets)
-            / u64::from(FULL_WEIGHT_BASIS_POINTS);
-        upper.push(u32::try_from(cumulative).unwrap_or(u32::MAX));
-    }
-    Split { buckets, upper }
 }
 
 fn validate_users(
@@ -597,8 +883,11 @@ mod tests {
         let c = parse(FULL).unwrap();
         assert_eq!(c.route_header, "x-canary-version");
         assert_eq!(c.versions.len(), 2);
-        assert_eq!(c.versions[0].weight_basis_points, 9000);
-        assert_eq!(c.versions[1].weight_basis_points, 1000);
+        assert_eq!(c.weights_at(0), vec![9000, 1000]);
+        assert_eq!(c.versions[0].weight, Weight::Remainder);
+        assert_eq!(c.versions[1].weight, Weight::Fixed(1000));
+        assert!(!c.is_scheduled());
+        assert_eq!(c.guard, None);
         assert_eq!(c.override_.header.as_deref(), Some("x-canary"));
         assert_eq!(c.override_.cookie.as_deref(), Some("canary"));
         assert_eq!(c.users.get(b"qa-alice".as_slice()), Some(&1));
@@ -607,10 +896,10 @@ mod tests {
         assert_eq!(c.hash.cookie.as_deref(), Some("uid"));
         assert_eq!(c.hash.key_prefix, b"checkout-v2:");
         assert_eq!(
-            c.split,
+            c.split_at(0),
             Split {
                 buckets: 10000,
-                upper: vec![1000]
+                ranges: vec![(0, 1000)]
             }
         );
         assert_eq!(c.anonymous, Anonymous::Random);
@@ -623,12 +912,12 @@ mod tests {
         assert_eq!(c.route_header, DEFAULT_ROUTE_HEADER);
         assert_eq!(c.metrics_prefix, DEFAULT_METRICS_PREFIX);
         assert_eq!(c.anonymous, Anonymous::Random);
-        assert_eq!(c.split.buckets, DEFAULT_BUCKETS);
-        assert!(c.split.upper.is_empty());
+        assert_eq!(c.buckets, DEFAULT_BUCKETS);
+        assert!(c.split_at(0).ranges.is_empty());
         assert_eq!(c.override_, OverrideConfig::default());
         assert!(c.hash.header.is_none() && c.hash.cookie.is_none());
         assert!(c.users.is_empty());
-        assert_eq!(c.versions[0].weight_basis_points, 10000);
+        assert_eq!(c.weights_at(0), vec![10000]);
     }
 
     #[test]
@@ -657,9 +946,12 @@ mod tests {
             r#"{"versions":[{"name":"s"},{"name":"a","weight":0.25},{"name":"b","weight":33.33},{"name":"c","weight":0}]}"#,
         )
         .unwrap();
-        let bps: Vec<u32> = c.versions.iter().map(|v| v.weight_basis_points).collect();
+        let bps = c.weights_at(0);
         assert_eq!(bps, vec![10000 - 25 - 3333, 25, 3333, 0]);
-        assert_eq!(c.split.upper, vec![25, 3358, 3358]);
+        assert_eq!(
+            c.split_at(0).ranges,
+            vec![(0, 25), (25, 3358), (3358, 3358)]
+        );
     }
 
     #[test]
@@ -669,18 +961,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.split,
+            c.split_at(0),
             Split {
                 buckets: 100,
-                upper: vec![10, 30]
+                ranges: vec![(0, 10), (10, 30)]
             }
         );
-        assert_eq!(c.split.version_of_bucket(1), 1);
-        assert_eq!(c.split.version_of_bucket(10), 1);
-        assert_eq!(c.split.version_of_bucket(11), 2);
-        assert_eq!(c.split.version_of_bucket(30), 2);
-        assert_eq!(c.split.version_of_bucket(31), 0);
-        assert_eq!(c.split.version_of_bucket(100), 0);
+        assert_eq!(c.split_at(0).version_of_bucket(1), 1);
+        assert_eq!(c.split_at(0).version_of_bucket(10), 1);
+        assert_eq!(c.split_at(0).version_of_bucket(11), 2);
+        assert_eq!(c.split_at(0).version_of_bucket(30), 2);
+        assert_eq!(c.split_at(0).version_of_bucket(31), 0);
+        assert_eq!(c.split_at(0).version_of_bucket(100), 0);
     }
 
     #[test]
@@ -689,8 +981,8 @@ mod tests {
             r#"{"versions":[{"name":"s"},{"name":"a","weight":60},{"name":"b","weight":40}]}"#,
         )
         .unwrap();
-        assert_eq!(c.versions[0].weight_basis_points, 0);
-        assert_eq!(c.split.upper, vec![6000, 10000]);
+        assert_eq!(c.weights_at(0)[0], 0);
+        assert_eq!(c.split_at(0).ranges, vec![(0, 6000), (6000, 10000)]);
     }
 
     #[test]
@@ -792,7 +1084,7 @@ mod tests {
         assert_rejected(r#"{"route_header":"x"}"#, "missing field `versions`");
         assert_rejected(
             r#"{"versions":[{"name":"s","colour":"red"}]}"#,
-            "versions[0].colour: unknown field `colour`, expected `name` or `weight`",
+            "versions[0].colour: unknown field `colour`, expected one of `name`, `weight`, `schedule`",
         );
     }
 
@@ -895,6 +1187,221 @@ mod tests {
             r#"{"route_header":"bad header","versions":[{"name":"s"},{"name":"c","weight":120}],"metrics_prefix":"-"}"#,
         );
         assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    const RAMP: &str = r#"{
+      "versions": [
+        { "name": "stable" },
+        { "name": "canary", "schedule": { "start": "2026-12-01T09:00:00Z",
+            "steps": [ { "after": "0s", "weight": 1 }, { "after": "10m", "weight": 5 },
+                       { "after": "30m", "weight": 25 }, { "after": "1h", "weight": 50 },
+                       { "after": "2h", "weight": 100 } ],
+            "interpolate": false } }
+      ],
+      "hash": { "header": "x-user-id" }
+    }"#;
+    const START: i64 = 1_796_115_600_000;
+
+    #[test]
+    fn the_documented_ramp_parses_and_moves_the_split() {
+        let c = parse(RAMP).unwrap();
+        assert!(c.is_scheduled());
+        assert_eq!(c.weights_at(START - 1), vec![10000, 0]);
+        assert_eq!(c.weights_at(START), vec![9900, 100]);
+        assert_eq!(c.weights_at(START + 45 * 60_000), vec![7500, 2500]);
+        assert_eq!(c.weights_at(START + 3 * 3_600_000), vec![0, 10000]);
+        assert_eq!(c.split_at(START + 600_000).ranges, vec![(0, 500)]);
+    }
+
+    #[test]
+    fn scheduled_ranges_are_reserved_so_no_user_moves_between_canaries() {
+        // Two ramps: b's range starts after a's largest range, not after a's current one.
+        let c = parse(
+            r#"{"versions":[{"name":"s"},
+                {"name":"a","schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":10},{"after":"1h","weight":30}]}},
+                {"name":"b","weight":20}],"hash":{"header":"u"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.split_at(START).ranges, vec![(0, 1000), (3000, 5000)]);
+        assert_eq!(
+            c.split_at(START + 3_600_000).ranges,
+            vec![(0, 3000), (3000, 5000)]
+        );
+        assert_eq!(c.weights_at(START), vec![7000, 1000, 2000]);
+        let split = c.split_at(START);
+        assert_eq!(split.version_of_bucket(1000), 1);
+        assert_eq!(
+            split.version_of_bucket(1001),
+            0,
+            "reserved for a's ramp, meanwhile baseline"
+        );
+        assert_eq!(split.version_of_bucket(3001), 2);
+    }
+
+    #[test]
+    fn every_schedule_error_names_its_field() {
+        let v = |schedule: &str| {
+            format!(
+                r#"{{"versions":[{{"name":"s"}},{{"name":"c","schedule":{schedule}}}],"hash":{{"header":"u","buckets":100}}}}"#
+            )
+        };
+        assert_rejected(
+            &v(r#"{"start":"tomorrow","steps":[{"after":"0s","weight":1}]}"#),
+            "versions[1].schedule.start: `tomorrow` is not an RFC 3339 time",
+        );
+        assert_rejected(
+            &v(r#"{"start":"2026-12-01T09:00:00Z","steps":[]}"#),
+            "versions[1].schedule.steps: needs at least one step",
+        );
+        assert_rejected(
+            &v(r#"{"start":"2026-12-01T09:00:00Z","steps":[{"after":"10","weight":1}]}"#),
+            "versions[1].schedule.steps[0].after: `10` is not a duration",
+        );
+        assert_rejected(
+            &v(
+                r#"{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1},{"after":"0s","weight":2}]}"#,
+            ),
+            "versions[1].schedule.steps[1].after: `0s` is not later than the step before it",
+        );
+        assert_rejected(
+            &v(
+                r#"{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":5},{"after":"1m","weight":2}]}"#,
+            ),
+            "versions[1].schedule.steps[1].weight: 2 is below the step before it (5)",
+        );
+        assert_rejected(
+            &v(r#"{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":0.5}]}"#),
+            "versions[1].schedule.steps[0].weight: 0.5 is not a whole number of buckets",
+        );
+        assert_rejected(
+            &v(r#"{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":101}]}"#),
+            "versions[1].schedule.steps[0].weight: 101 is above 100",
+        );
+        assert_rejected(
+            &v(
+                r#"{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1}],"every":"1m"}"#,
+            ),
+            "versions[1].schedule.every: unknown field `every`",
+        );
+        assert_rejected(
+            r#"{"versions":[{"name":"s"},{"name":"c","weight":5,"schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1}]}}]}"#,
+            "versions[1].schedule: a version has either a weight or a schedule, not both",
+        );
+        assert_rejected(
+            r#"{"versions":[{"name":"s","schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1}]}}]}"#,
+            "versions[0].schedule: the first version is the baseline",
+        );
+        assert_rejected(
+            r#"{"versions":[{"name":"s"},{"name":"a","weight":60},
+                {"name":"c","schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1},{"after":"1h","weight":50}]}}]}"#,
+            "versions: the weights add up to 110, above 100 (a schedule counts with its last step)",
+        );
+    }
+
+    const GUARD: &str = r#"{"versions":[{"name":"stable"},{"name":"canary","weight":10}],
+        "guard": { "version": "canary", "max_error_rate": 0.05, "min_requests": 50,
+                   "window": "30s", "status": ["5xx", "429"], "hold": "10m" }}"#;
+
+    #[test]
+    fn the_documented_guard_parses_with_defaults_for_what_is_left_out() {
+        let c = parse(GUARD).unwrap();
+        let g = c.guard.unwrap();
+        assert_eq!(g.version, 1);
+        assert_eq!(g.max_error_rate, 0.05);
+        assert_eq!(g.min_requests, 50);
+        assert_eq!(g.window_ms, 30_000);
+        assert_eq!(g.hold_ms, Some(600_000));
+        assert!(g.status.is_failure(429, false) && g.status.is_failure(500, false));
+        assert_eq!(g.baseline_margin, None);
+
+        let c = parse(
+            r#"{"versions":[{"name":"s"},{"name":"c","weight":1}],"guard":{"version":"c","max_error_rate":0.1,"hold":"forever","baseline_margin":0.02}}"#,
+        )
+        .unwrap();
+        let g = c.guard.unwrap();
+        assert_eq!(
+            (g.min_requests, g.window_ms, g.hold_ms, g.baseline_margin),
+            (
+                DEFAULT_GUARD_MIN_REQUESTS,
+                DEFAULT_GUARD_WINDOW_MS,
+                None,
+                Some(0.02)
+            )
+        );
+        assert!(g.status.is_failure(503, false) && !g.status.is_failure(429, false));
+    }
+
+    #[test]
+    fn every_guard_error_names_its_field() {
+        let g = |guard: &str| {
+            format!(
+                r#"{{"versions":[{{"name":"stable"}},{{"name":"canary","weight":10}}],"guard":{guard}}}"#
+            )
+        };
+        assert_rejected(
+            &g(r#"{"version":"nightly","max_error_rate":0.1}"#),
+            "guard.version: no version is named `nightly`",
+        );
+        assert_rejected(
+            &g(r#"{"version":"stable","max_error_rate":0.1}"#),
+            "guard.version: `stable` is the baseline",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":1.5}"#),
+            "guard.max_error_rate: 1.5 is not a fraction",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":-0.1}"#),
+            "guard.max_error_rate: -0.1 is not a fraction",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary"}"#),
+            "guard: missing field `max_error_rate`",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"min_requests":0}"#),
+            "guard.min_requests: must be at least 1",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"min_requests":-5}"#),
+            "guard.min_requests: invalid value",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"window":"0s"}"#),
+            "guard.window: must be longer than 0s",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"window":"30"}"#),
+            "guard.window: `30` is not a duration",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"status":[]}"#),
+            "guard.status: needs at least one",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"status":["5xx","oops"]}"#),
+            "guard.status[1]: `oops` is neither",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"hold":"always"}"#),
+            "guard.hold: `always` is not a duration",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"baseline_margin":2}"#),
+            "guard.baseline_margin: 2 is not a fraction",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"trip":true}"#),
+            "guard.trip: unknown field `trip`",
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_tells_configs_apart() {
+        let a = parse(GUARD).unwrap();
+        let b = parse(&GUARD.replace("0.05", "0.06")).unwrap();
+        assert_ne!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint, parse(GUARD).unwrap().fingerprint);
     }
 
     #[test]

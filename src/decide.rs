@@ -2,7 +2,7 @@
 //! config, the request facts and (for anonymous requests) a random draw.
 
 use crate::bucket::bucket_of;
-use crate::config::{Anonymous, Config};
+use crate::config::{Anonymous, Config, Split};
 use crate::request::RequestFacts;
 
 /// Why a request went to its version. Also a metric label value.
@@ -18,15 +18,18 @@ pub enum Reason {
     Random,
     /// No user ID and `anonymous: "baseline"`.
     Baseline,
+    /// Would have gone to the guarded version, whose guard has tripped.
+    Guard,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Override,
         Reason::UserList,
         Reason::Hash,
         Reason::Random,
         Reason::Baseline,
+        Reason::Guard,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Reason {
             Reason::Hash => "hash",
             Reason::Random => "random",
             Reason::Baseline => "baseline",
+            Reason::Guard => "guard",
         }
     }
 
@@ -53,6 +57,24 @@ pub struct Assignment {
     pub reason: Reason,
     /// The bucket that decided, for `Hash` and `Random`.
     pub bucket: Option<u32>,
+}
+
+/// The part of routing that changes while a config is loaded: the split of the
+/// moment (ramps move it) and whether the guard has tripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub split: Split,
+    pub guard_tripped: bool,
+}
+
+impl Routing {
+    /// Routing at `now_ms` (unix ms) with an armed guard.
+    pub fn at(config: &Config, now_ms: i64) -> Routing {
+        Routing {
+            split: config.split_at(now_ms),
+            guard_tripped: false,
+        }
+    }
 }
 
 /// A small, fast PRNG (SplitMix64) for the anonymous draw: no host call per
@@ -118,8 +140,15 @@ fn override_version(config: &Config, request: &impl RequestFacts) -> Option<usiz
 }
 
 /// Decides the version of one request. First match wins: override, user list,
-/// user hash, then the anonymous policy.
-pub fn decide(config: &Config, request: &impl RequestFacts, rng: &mut Rng) -> Assignment {
+/// user hash, then the anonymous policy; a tripped guard then sends whatever would
+/// have reached the guarded version to the baseline (overrides excepted, so that
+/// engineers can still debug it).
+pub fn decide(
+    config: &Config,
+    routing: &Routing,
+    request: &impl RequestFacts,
+    rng: &mut Rng,
+) -> Assignment {
     if let Some(version) = override_version(config, request) {
         return Assignment {
             version,
@@ -127,6 +156,23 @@ pub fn decide(config: &Config, request: &impl RequestFacts, rng: &mut Rng) -> As
             bucket: None,
         };
     }
+    let assignment = choose(config, &routing.split, request, rng);
+    match &config.guard {
+        Some(guard) if routing.guard_tripped && assignment.version == guard.version => Assignment {
+            version: 0,
+            reason: Reason::Guard,
+            bucket: assignment.bucket,
+        },
+        _ => assignment,
+    }
+}
+
+fn choose(
+    config: &Config,
+    split: &Split,
+    request: &impl RequestFacts,
+    rng: &mut Rng,
+) -> Assignment {
     if let Some(id) = user_id(config, request) {
         if let Some(&version) = config.users.get(id) {
             return Assignment {
@@ -135,18 +181,18 @@ pub fn decide(config: &Config, request: &impl RequestFacts, rng: &mut Rng) -> As
                 bucket: None,
             };
         }
-        let bucket = bucket_of(&config.hash.key_prefix, id, config.split.buckets);
+        let bucket = bucket_of(&config.hash.key_prefix, id, split.buckets);
         return Assignment {
-            version: config.split.version_of_bucket(bucket),
+            version: split.version_of_bucket(bucket),
             reason: Reason::Hash,
             bucket: Some(bucket),
         };
     }
     match config.anonymous {
         Anonymous::Random => {
-            let bucket = rng.bucket(config.split.buckets);
+            let bucket = rng.bucket(split.buckets);
             Assignment {
-                version: config.split.version_of_bucket(bucket),
+                version: split.version_of_bucket(bucket),
                 reason: Reason::Random,
                 bucket: Some(bucket),
             }
@@ -182,7 +228,12 @@ mod tests {
             .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
             .collect();
         let bytes = serialize_headers(&pairs);
-        decide(config, &SerializedHeaders::new(&bytes), &mut Rng::new(7))
+        decide(
+            config,
+            &Routing::at(config, 0),
+            &SerializedHeaders::new(&bytes),
+            &mut Rng::new(7),
+        )
     }
 
     fn canary_share(config: &Config, users: u32) -> f64 {
@@ -275,8 +326,9 @@ mod tests {
         let bytes = serialize_headers(&[]);
         let facts = SerializedHeaders::new(&bytes);
         let n = 100_000;
+        let routing = Routing::at(&c, 0);
         let canary = (0..n)
-            .map(|_| decide(&c, &facts, &mut rng))
+            .map(|_| decide(&c, &routing, &facts, &mut rng))
             .inspect(|a| assert_eq!(a.reason, Reason::Random))
             .filter(|a| a.version == 1)
             .count();
@@ -379,6 +431,53 @@ mod tests {
             r#"{"versions":[{"name":"s"},{"name":"c","weight":100}],"hash":{"header":"x-user-id"}}"#,
         );
         assert_eq!(canary_share(&full, 2000), 1.0);
+    }
+
+    #[test]
+    fn a_tripped_guard_sends_the_guarded_share_to_the_baseline_but_honours_overrides() {
+        let c = config(
+            r#"{"versions":[{"name":"stable"},{"name":"canary","weight":50},{"name":"beta","weight":50}],
+                "override":{"header":"x-canary"},"users":{"canary":["qa-alice"]},
+                "hash":{"header":"x-user-id"},
+                "guard":{"version":"canary","max_error_rate":0.1}}"#,
+        );
+        let tripped = Routing {
+            guard_tripped: true,
+            ..Routing::at(&c, 0)
+        };
+        let decide_tripped = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(&[u8], &[u8])> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect();
+            let bytes = serialize_headers(&pairs);
+            decide(
+                &c,
+                &tripped,
+                &SerializedHeaders::new(&bytes),
+                &mut Rng::new(3),
+            )
+        };
+        let a = decide_tripped(&[("x-canary", "canary")]);
+        assert_eq!((a.version, a.reason), (1, Reason::Override));
+        let a = decide_tripped(&[("x-user-id", "qa-alice")]);
+        assert_eq!((a.version, a.reason), (0, Reason::Guard));
+        let mut by_version = [0; 3];
+        for i in 0..2000 {
+            let id = format!("user-{i}");
+            let a = decide_tripped(&[("x-user-id", &id)]);
+            let armed = decide_with(&c, &[("x-user-id", &id)]);
+            if armed.version == 1 {
+                assert_eq!((a.version, a.reason), (0, Reason::Guard), "{id}");
+            } else {
+                assert_eq!(a, armed, "{id}: other versions are untouched");
+            }
+            by_version[a.version] += 1;
+        }
+        assert_eq!(by_version[1], 0);
+        assert!(by_version[0] > 0 && by_version[2] > 0);
+        let a = decide_tripped(&[]);
+        assert_ne!(a.version, 1);
     }
 
     #[test]

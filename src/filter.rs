@@ -7,31 +7,57 @@
 //! read, one counter increment, one clock read and one histogram record on the way
 //! out. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
 //! changes request headers, so no explicit `clear_route_cache` call is made.
+//!
+//! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
+//! split and merges this worker's guard counts into the proxy-wide guard state in
+//! shared data (compare-and-swap). A failed response of the guarded version merges
+//! at once, so the guard trips as soon as the proxy has seen enough failures.
 
 use crate::config::{format_basis_points, Config, ConfigError};
-use crate::decide::{decide, Rng};
+use crate::decide::{decide, Rng, Routing};
+use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
 use crate::request::SerializedHeaders;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::ptr::null_mut;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How often ramps and the guard are brought up to date, when configured.
+const TICK: Duration = Duration::from_millis(100);
+/// Workers that load the same config within this long share one guard state; a
+/// config loaded again later (a new config, or the same one restored) starts afresh.
+const SAME_LOAD_MS: u64 = 10_000;
+/// Compare-and-swap retries before a merge is left to the next tick.
+const CAS_ATTEMPTS: usize = 16;
 
 /// A config that passed validation, with its metrics defined in this VM.
 struct Active {
     config: Config,
     metrics: MetricTable,
+    /// Shared-data key of the proxy-wide guard state of this config.
+    guard_key: String,
+}
+
+/// What changes while a config is loaded, per worker.
+struct Live {
+    routing: Routing,
+    /// The weights last published to the gauges.
+    weights: Vec<u32>,
+    /// Guard counts not yet merged into the shared state.
+    pending: Pending,
 }
 
 /// One per plugin and worker thread: owns the parsed config.
 pub struct CanaryRoot {
     active: Option<Rc<Active>>,
+    live: Rc<RefCell<Live>>,
     rng: Rc<Cell<Rng>>,
 }
 
@@ -40,9 +66,20 @@ impl CanaryRoot {
         // RandomState draws its keys from the host's random source (WASI
         // random_get) once; the per-request draw then needs no host call.
         let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(now_nanos());
+        hasher.write_u64(now_ms().unsigned_abs());
         CanaryRoot {
             active: None,
+            live: Rc::new(RefCell::new(Live {
+                routing: Routing {
+                    split: crate::config::Split {
+                        buckets: crate::config::DEFAULT_BUCKETS,
+                        ranges: Vec::new(),
+                    },
+                    guard_tripped: false,
+                },
+                weights: Vec::new(),
+                pending: Pending::default(),
+            })),
             rng: Rc::new(Cell::new(Rng::new(hasher.finish()))),
         }
     }
@@ -54,11 +91,14 @@ impl Default for CanaryRoot {
     }
 }
 
-fn now_nanos() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
+/// The host clock in unix milliseconds (0 if the host cannot say).
+fn now_ms() -> i64 {
+    hostcalls::get_current_time().ok().map_or(0, unix_ms)
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 struct HostMetrics;
@@ -83,6 +123,90 @@ fn log_rejection(errors: &[ConfigError]) {
         if errors.len() == 1 { "" } else { "s" },
         details.join("; ")
     );
+}
+
+fn publish_weights(active: &Active, live: &mut Live, weights: Vec<u32>) {
+    if live.weights == weights {
+        return;
+    }
+    for (id, weight) in active.metrics.weights().iter().zip(&weights) {
+        let _ = hostcalls::record_metric(*id, u64::from(*weight));
+    }
+    live.weights = weights;
+}
+
+fn set_guard_gauge(active: &Active, tripped: bool) {
+    if let Some(id) = active.metrics.guard_tripped() {
+        let _ = hostcalls::record_metric(id, u64::from(tripped));
+    }
+}
+
+/// Merges this worker's pending guard counts into the proxy-wide state, applies
+/// the trip/re-arm rule, and adopts the resulting state locally. The worker whose
+/// write makes a transition logs it, so each transition is logged once.
+fn sync_guard(active: &Active, guard: &GuardConfig, live: &mut Live, now: u64) {
+    for _ in 0..CAS_ATTEMPTS {
+        let Ok((bytes, cas)) = hostcalls::get_shared_data(&active.guard_key) else {
+            return;
+        };
+        let existing = bytes.as_deref().and_then(|b| GuardState::decode(b, guard));
+        let found = existing.is_some();
+        let mut state = existing.unwrap_or_else(|| GuardState::new(now, guard));
+        if !live.pending.is_empty() {
+            state.add(now, guard, &live.pending);
+        }
+        let event = state.evaluate(now, guard);
+        if found && live.pending.is_empty() && event.is_none() {
+            adopt(active, live, state.is_tripped());
+            return;
+        }
+        match hostcalls::set_shared_data(&active.guard_key, Some(&state.encode()), cas) {
+            Ok(()) => {
+                live.pending = Pending::default();
+                adopt(active, live, state.is_tripped());
+                if let Some(event) = event {
+                    let versions = &active.config.versions;
+                    let line = describe(
+                        &event,
+                        guard,
+                        versions.get(guard.version).map_or("?", |v| v.name.as_str()),
+                        versions.first().map_or("?", |v| v.name.as_str()),
+                    );
+                    match event {
+                        GuardEvent::Tripped { .. } => warn!("{line}"),
+                        GuardEvent::Rearmed => info!("{line}"),
+                    }
+                }
+                return;
+            }
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+fn adopt(active: &Active, live: &mut Live, tripped: bool) {
+    live.routing.guard_tripped = tripped;
+    set_guard_gauge(active, tripped);
+}
+
+/// At load: the guard state of this config starts afresh unless another worker
+/// of the same load has just created it.
+fn reset_guard_state(active: &Active, guard: &GuardConfig, now: u64) {
+    for _ in 0..CAS_ATTEMPTS {
+        let Ok((bytes, cas)) = hostcalls::get_shared_data(&active.guard_key) else {
+            return;
+        };
+        let current = bytes.as_deref().and_then(|b| GuardState::decode(b, guard));
+        if current.is_some_and(|s| now.saturating_sub(s.created_ms) < SAME_LOAD_MS) {
+            return;
+        }
+        let fresh = GuardState::new(now, guard).encode();
+        match hostcalls::set_shared_data(&active.guard_key, Some(&fresh), cas) {
+            Err(Status::CasMismatch) => continue,
+            _ => return,
+        }
+    }
 }
 
 impl Context for CanaryRoot {}
@@ -117,29 +241,85 @@ impl RootContext for CanaryRoot {
                 return false;
             }
         };
-        let split: Vec<String> = config
+        let now = now_ms();
+        let active = Active {
+            guard_key: format!("canary-router/guard/{:08x}", config.fingerprint),
+            config,
+            metrics,
+        };
+        let weights = active.config.weights_at(now);
+        let split: Vec<String> = active
+            .config
             .versions
             .iter()
-            .map(|v| {
-                format!(
-                    "{}={}%",
-                    v.name,
-                    format_basis_points(v.weight_basis_points.into())
-                )
-            })
+            .zip(&weights)
+            .map(|(v, w)| format!("{}={}%", v.name, format_basis_points((*w).into())))
             .collect();
         info!(
-            "config loaded: route_header={} versions {}",
-            config.route_header,
-            split.join(" ")
+            "config loaded: route_header={} versions {}{}{}",
+            active.config.route_header,
+            split.join(" "),
+            if active.config.is_scheduled() {
+                " (ramping)"
+            } else {
+                ""
+            },
+            active
+                .config
+                .guard
+                .as_ref()
+                .map_or(String::new(), |g| format!(
+                    "; guard on {} at {:.1}% errors over {} requests",
+                    active
+                        .config
+                        .versions
+                        .get(g.version)
+                        .map_or("?", |v| v.name.as_str()),
+                    100.0 * g.max_error_rate,
+                    g.min_requests
+                )),
         );
-        self.active = Some(Rc::new(Active { config, metrics }));
+
+        let Ok(mut live) = self.live.try_borrow_mut() else {
+            return false;
+        };
+        live.routing = Routing::at(&active.config, now);
+        live.pending = Pending::default();
+        live.weights.clear();
+        publish_weights(&active, &mut live, weights);
+        if let Some(guard) = &active.config.guard {
+            let now = now.unsigned_abs();
+            reset_guard_state(&active, guard, now);
+            sync_guard(&active, guard, &mut live, now);
+        }
+        let needs_tick = active.config.is_scheduled() || active.config.guard.is_some();
+        let _ = hostcalls::set_tick_period(if needs_tick { TICK } else { Duration::ZERO });
+        drop(live);
+        self.active = Some(Rc::new(active));
         true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(active) = self.active.as_deref() else {
+            return;
+        };
+        let Ok(mut live) = self.live.try_borrow_mut() else {
+            return;
+        };
+        let now = now_ms();
+        if active.config.is_scheduled() {
+            live.routing.split = active.config.split_at(now);
+            publish_weights(active, &mut live, active.config.weights_at(now));
+        }
+        if let Some(guard) = &active.config.guard {
+            sync_guard(active, guard, &mut live, now.unsigned_abs());
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(CanaryRequest {
             active: self.active.clone(),
+            live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
             decided: None,
         }))
@@ -153,6 +333,7 @@ impl RootContext for CanaryRoot {
 /// One per HTTP request.
 struct CanaryRequest {
     active: Option<Rc<Active>>,
+    live: Rc<RefCell<Live>>,
     rng: Rc<Cell<Rng>>,
     /// The version this request went to and when the decision was made.
     decided: Option<(usize, Option<SystemTime>)>,
@@ -165,10 +346,19 @@ impl HttpContext for CanaryRequest {
         let Some(active) = self.active.as_deref() else {
             return Action::Continue;
         };
+        let Ok(live) = self.live.try_borrow() else {
+            return Action::Continue;
+        };
         let headers = request_header_map();
         let mut rng = self.rng.get();
-        let assignment = decide(&active.config, &SerializedHeaders::new(&headers), &mut rng);
+        let assignment = decide(
+            &active.config,
+            &live.routing,
+            &SerializedHeaders::new(&headers),
+            &mut rng,
+        );
         self.rng.set(rng);
+        drop(live);
 
         let Some(version) = active.config.versions.get(assignment.version) else {
             return Action::Continue;
@@ -197,24 +387,73 @@ impl HttpContext for CanaryRequest {
         else {
             return Action::Continue;
         };
-        if let Ok(Some(status)) =
-            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-        {
-            if let Some(id) =
-                code_class_index(&status).and_then(|c| active.metrics.response(version, c))
-            {
-                let _ = hostcalls::increment_metric(id, 1);
-            }
+        let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        let code_class = status.as_deref().and_then(code_class_index);
+        if let Some(id) = code_class.and_then(|c| active.metrics.response(version, c)) {
+            let _ = hostcalls::increment_metric(id, 1);
         }
-        if let (Some(started), Some(id)) = (started, active.metrics.duration(version)) {
-            if let Some(elapsed) = hostcalls::get_current_time()
-                .ok()
-                .and_then(|now| now.duration_since(started).ok())
-            {
+        let now = hostcalls::get_current_time().ok();
+        if let (Some(started), Some(now), Some(id)) =
+            (started, now, active.metrics.duration(version))
+        {
+            if let Ok(elapsed) = now.duration_since(started) {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
             }
         }
+        if let Some(guard) = &active.config.guard {
+            let code = status
+                .as_deref()
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0);
+            self.count_for_guard(active, guard, version, code, now);
+        }
         Action::Continue
+    }
+}
+
+impl CanaryRequest {
+    fn count_for_guard(
+        &self,
+        active: &Active,
+        guard: &GuardConfig,
+        version: usize,
+        code: u16,
+        now: Option<SystemTime>,
+    ) {
+        if version != guard.version && version != 0 {
+            return;
+        }
+        let mut failed = guard.status.is_failure(code, false);
+        if !failed && (500..600).contains(&code) && !guard.status.covers_all_5xx() {
+            // A 5xx the config does not list still counts if Envoy made it because
+            // the upstream failed (reset, timeout, no healthy host).
+            failed = guard.status.is_failure(code, generated_locally());
+        }
+        let Ok(mut live) = self.live.try_borrow_mut() else {
+            return;
+        };
+        let tally = if version == guard.version {
+            &mut live.pending.guarded
+        } else {
+            &mut live.pending.baseline
+        };
+        tally.total = tally.total.saturating_add(1);
+        tally.failed = tally.failed.saturating_add(u32::from(failed));
+        if failed && version == guard.version {
+            let now = now.map_or_else(now_ms, unix_ms).unsigned_abs();
+            sync_guard(active, guard, &mut live, now);
+        }
+    }
+}
+
+/// True if Envoy produced the response itself rather than relaying the upstream's.
+fn generated_locally() -> bool {
+    match hostcalls::get_property(vec!["response", "code_details"]) {
+        Ok(Some(details)) => details.as_slice() != b"via_upstream",
+        _ => false,
     }
 }
 

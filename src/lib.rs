@@ -7,6 +7,8 @@
 //! - [`bucket`]: sticky murmur3 bucketing of user IDs;
 //! - [`request`]: header and cookie lookup in the host's serialized header map;
 //! - [`decide`]: request facts + config -> [`decide::Assignment`];
+//! - [`schedule`]: time-based ramps (and the RFC 3339 / duration formats);
+//! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
@@ -18,8 +20,10 @@
 pub mod bucket;
 pub mod config;
 pub mod decide;
+pub mod guard;
 pub mod metrics;
 pub mod request;
+pub mod schedule;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -46,13 +46,24 @@ pub fn request_duration_name(prefix: &str, version: &str) -> String {
     format!("version=.={version};.;{prefix}_request_duration_milliseconds")
 }
 
-/// Metric ids for every (version, reason) and (version, code class), and one
-/// duration histogram per version: the per-request path only indexes this table.
+pub fn weight_gauge_name(prefix: &str, version: &str) -> String {
+    format!("version=.={version};.;{prefix}_weight_basis_points")
+}
+
+pub fn guard_tripped_gauge_name(prefix: &str, version: &str) -> String {
+    format!("version=.={version};.;{prefix}_guard_tripped")
+}
+
+/// Metric ids for every (version, reason) and (version, code class), one
+/// duration histogram and one weight gauge per version, and the guard's gauge:
+/// the per-request path only indexes this table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricTable {
     requests: Vec<u32>,
     responses: Vec<u32>,
     durations: Vec<u32>,
+    weights: Vec<u32>,
+    guard_tripped: Option<u32>,
 }
 
 impl MetricTable {
@@ -63,6 +74,8 @@ impl MetricTable {
             requests: Vec::with_capacity(n * Reason::ALL.len()),
             responses: Vec::with_capacity(n * CODE_CLASSES.len()),
             durations: Vec::with_capacity(n),
+            weights: Vec::with_capacity(n),
+            guard_tripped: None,
         };
         for version in &config.versions {
             let v = version.name.as_str();
@@ -82,8 +95,27 @@ impl MetricTable {
             table
                 .durations
                 .push(sink.define(MetricKind::Histogram, &name)?);
+            let name = weight_gauge_name(prefix, v);
+            table.weights.push(sink.define(MetricKind::Gauge, &name)?);
+        }
+        if let Some(guarded) = config
+            .guard
+            .as_ref()
+            .and_then(|g| config.versions.get(g.version))
+        {
+            let name = guard_tripped_gauge_name(prefix, &guarded.name);
+            table.guard_tripped = Some(sink.define(MetricKind::Gauge, &name)?);
         }
         Ok(table)
+    }
+
+    /// The weight gauge of each version, in version order.
+    pub fn weights(&self) -> &[u32] {
+        &self.weights
+    }
+
+    pub fn guard_tripped(&self) -> Option<u32> {
+        self.guard_tripped
     }
 
     pub fn request(&self, version: usize, reason: Reason) -> Option<u32> {
@@ -142,7 +174,8 @@ mod tests {
         .unwrap();
         let mut rec = Recorder::default();
         let table = MetricTable::define(&config, &mut rec).unwrap();
-        assert_eq!(rec.0.len(), 2 * (5 + 5 + 1));
+        assert_eq!(rec.0.len(), 2 * (6 + 5 + 1 + 1));
+        assert_eq!(table.guard_tripped(), None);
         let name = |id: Option<u32>| rec.0[id.unwrap() as usize].clone();
         assert_eq!(
             name(table.request(1, Reason::Override)),
@@ -172,8 +205,40 @@ mod tests {
                 "version=.=stable;.;shop_request_duration_milliseconds".into()
             )
         );
+        assert_eq!(
+            name(table.weights().get(1).copied()),
+            (
+                MetricKind::Gauge,
+                "version=.=canary;.;shop_weight_basis_points".into()
+            )
+        );
+        assert_eq!(
+            name(table.request(0, Reason::Guard)),
+            (
+                MetricKind::Counter,
+                "version=.=stable;.;reason=.=guard;.;shop_requests_total".into()
+            )
+        );
         assert_eq!(table.request(2, Reason::Hash), None);
         assert_eq!(table.response(2, 0), None);
+    }
+
+    #[test]
+    fn a_guard_adds_one_gauge_for_the_guarded_version() {
+        let config = Config::from_json(
+            br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"guard":{"version":"canary","max_error_rate":0.1}}"#,
+        )
+        .unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(rec.0.len(), 2 * (6 + 5 + 1 + 1) + 1);
+        assert_eq!(
+            rec.0[table.guard_tripped().unwrap() as usize],
+            (
+                MetricKind::Gauge,
+                "version=.=canary;.;canary_guard_tripped".into()
+            )
+        );
     }
 
     #[test]

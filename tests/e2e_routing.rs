@@ -5,7 +5,7 @@
 mod harness;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Reason, Rng};
+use canary_router::decide::{decide, Reason, Rng, Routing};
 use canary_router::request::{serialize_headers, SerializedHeaders};
 use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions};
 use std::collections::BTreeMap;
@@ -23,7 +23,13 @@ const CONFIG: &str = r#"{
 /// What the pure core decides for a user ID sent in `x-user-id`.
 fn expected_version(config: &Config, user: &str) -> (String, Reason) {
     let map = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
-    let a = decide(config, &SerializedHeaders::new(&map), &mut Rng::new(0));
+    let routing = Routing::at(config, 0);
+    let a = decide(
+        config,
+        &routing,
+        &SerializedHeaders::new(&map),
+        &mut Rng::new(0),
+    );
     (config.versions[a.version].name.clone(), a.reason)
 }
 
@@ -395,7 +401,7 @@ fn hostile_header_and_cookie_values_get_a_normal_answer_and_never_crash_the_vm()
 fn the_shipped_envoy_yaml_config_is_valid_and_serves_the_documented_split() {
     let shipped = harness::shipped_plugin_config();
     let config = Config::from_json(shipped.as_bytes()).expect("the shipped config is valid");
-    assert_eq!(config.versions[1].weight_basis_points, 1000);
+    assert_eq!(config.weights_at(0), vec![9000, 1000]);
     let envoy = Envoy::start(EnvoyOptions::default());
     let mut client = envoy.client();
     let users = user_ids("shipped", 2000);

@@ -1,0 +1,344 @@
+//! Time-based ramps: a version's weight as a pure function of its schedule and the
+//! clock, so every proxy computes the same weight without talking to the others.
+//! Also the small time formats the config uses (RFC 3339 instants, `1h30m`
+//! durations), parsed by hand to keep date-time crates out of the `.wasm`.
+
+use crate::config::FULL_WEIGHT_BASIS_POINTS;
+
+/// A validated ramp: at `start + steps[i].after_ms` the weight becomes
+/// `steps[i].weight_basis_points` (or starts rising linearly towards the next step
+/// when `interpolate`). Before the first step the weight is 0; after the last it
+/// stays at the last step's weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Unix time in milliseconds.
+    pub start_ms: i64,
+    pub steps: Vec<Step>,
+    pub interpolate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub after_ms: u64,
+    pub weight_basis_points: u32,
+}
+
+impl Schedule {
+    /// The weight at `now_ms` (unix ms), in basis points, rounded down to a whole
+    /// number of buckets so that it maps to an exact bucket range.
+    pub fn weight_at(&self, now_ms: i64, buckets: u32) -> u32 {
+        let at = |step: &Step| self.start_ms.saturating_add(step.after_ms as i64);
+        let Some(current) = self.steps.iter().rposition(|s| at(s) <= now_ms) else {
+            return 0;
+        };
+        let step = self.steps[current];
+        let Some(next) = self.steps.get(current + 1).filter(|_| self.interpolate) else {
+            return step.weight_basis_points;
+        };
+        let (t0, t1) = (at(&step), at(next));
+        let span = (t1 - t0).max(1) as u128;
+        let rise = u128::from(next.weight_basis_points - step.weight_basis_points);
+        let done = (now_ms - t0) as u128;
+        let weight = step.weight_basis_points + (rise * done / span) as u32;
+        let granularity = (FULL_WEIGHT_BASIS_POINTS / buckets.max(1)).max(1);
+        weight / granularity * granularity
+    }
+
+    /// The highest weight the schedule reaches: its last step's.
+    pub fn max_weight(&self) -> u32 {
+        self.steps.last().map_or(0, |s| s.weight_basis_points)
+    }
+
+    /// When the weight next changes after `now_ms`, if ever (interpolating ramps
+    /// change continuously until the last step).
+    pub fn end_ms(&self) -> i64 {
+        self.steps.last().map_or(self.start_ms, |s| {
+            self.start_ms.saturating_add(s.after_ms as i64)
+        })
+    }
+}
+
+/// Parses `1h`, `10m`, `30s`, `1h30m`, `0s`: whole hours, minutes and seconds in
+/// that order, at least one. Returns milliseconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("`{}` is not a duration: use whole hours, minutes and seconds such as 30s, 10m, 1h or 1h30m", text.escape_debug())
+    };
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    let mut last_unit = u64::MAX;
+    for c in text.chars() {
+        if let Some(d) = c.to_digit(10) {
+            number = Some(
+                number
+                    .unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
+            continue;
+        }
+        let unit_ms = match c {
+            'h' => 3_600_000,
+            'm' => 60_000,
+            's' => 1_000,
+            _ => return Err(bad()),
+        };
+        // Units appear once each, largest first.
+        if unit_ms >= last_unit {
+            return Err(bad());
+        }
+        last_unit = unit_ms;
+        let n = number.take().ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit_ms)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(bad)?;
+    }
+    if number.is_some() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// Formats milliseconds the way durations are written: `1h30m`, `45s`, `0s`.
+pub fn format_duration(ms: u64) -> String {
+    let mut secs = ms / 1000;
+    let mut out = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if secs > 0 || out.is_empty() {
+        out.push_str(&format!("{secs}s"));
+    }
+    out
+}
+
+/// Parses an RFC 3339 instant (`2026-12-01T09:00:00Z`, `2026-12-01T10:00:00.5+01:00`)
+/// into unix milliseconds.
+pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "`{}` is not an RFC 3339 time such as 2026-12-01T09:00:00Z",
+            text.escape_debug()
+        )
+    };
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Result<i64, String> {
+        let part = b.get(range).ok_or_else(bad)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        Ok(part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let mut i = 19;
+    let mut millis = 0i64;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return Err(bad());
+        }
+        // Milliseconds: the first three fractional digits, padded.
+        for k in 0..3 {
+            let d = b
+                .get(start + k)
+                .filter(|_| start + k < i)
+                .map_or(0, |d| d - b'0');
+            millis = millis * 10 + i64::from(d);
+        }
+    }
+    let offset_minutes = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let minutes = digits(i + 1..i + 3)? * 60 + digits(i + 4..i + 6)?;
+            if *sign == b'+' {
+                minutes
+            } else {
+                -minutes
+            }
+        }
+        _ => return Err(bad()),
+    };
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if year < 1970 || day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+        return Err(bad());
+    }
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Ok(seconds * 1000 + millis)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: i64 = 1_796_115_600_000; // 2026-12-01T09:00:00Z
+
+    fn ramp(interpolate: bool) -> Schedule {
+        let step = |after_s: u64, pct: u32| Step {
+            after_ms: after_s * 1000,
+            weight_basis_points: pct * 100,
+        };
+        Schedule {
+            start_ms: START,
+            steps: vec![
+                step(0, 1),
+                step(600, 5),
+                step(1800, 25),
+                step(3600, 50),
+                step(7200, 100),
+            ],
+            interpolate,
+        }
+    }
+
+    #[test]
+    fn rfc3339_instants_parse_to_unix_millis() {
+        assert_eq!(parse_rfc3339("2026-12-01T09:00:00Z"), Ok(START));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_rfc3339("2026-12-01T10:00:00+01:00"), Ok(START));
+        assert_eq!(parse_rfc3339("2026-12-01T08:30:00-00:30"), Ok(START));
+        assert_eq!(parse_rfc3339("2026-12-01T09:00:00.25Z"), Ok(START + 250));
+        assert_eq!(
+            parse_rfc3339("2026-12-01t09:00:00.123456z"),
+            Ok(START + 123)
+        );
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000));
+        for bad in [
+            "",
+            "2026-12-01",
+            "2026-12-01T09:00:00",
+            "2026-12-01T09:00Z",
+            "2026-13-01T09:00:00Z",
+            "2026-02-29T09:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T09:00:00.Z",
+            "2026-12-01T09:00:00+0100",
+            "2026-12-01T09:00:00Zjunk",
+            "1969-12-31T23:59:59Z",
+            "２026-12-01T09:00:00Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn durations_parse_in_hours_minutes_seconds() {
+        assert_eq!(parse_duration("0s"), Ok(0));
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration("10m"), Ok(600_000));
+        assert_eq!(parse_duration("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration("1h30m5s"), Ok(5_405_000));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "1d",
+            "1.5h",
+            "30s1m",
+            "1m1m",
+            "-1s",
+            "1 m",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(format_duration(5_405_000), "1h30m5s");
+        assert_eq!(format_duration(600_000), "10m");
+        assert_eq!(format_duration(0), "0s");
+    }
+
+    #[test]
+    fn the_weight_is_zero_before_start_and_steps_at_each_step() {
+        let r = ramp(false);
+        let at = |s: i64| r.weight_at(START + s * 1000, 10_000);
+        assert_eq!(r.weight_at(START - 1, 10_000), 0);
+        assert_eq!(r.weight_at(i64::MIN, 10_000), 0);
+        assert_eq!(at(0), 100);
+        assert_eq!(at(599), 100);
+        assert_eq!(at(600), 500);
+        assert_eq!(at(1799), 500);
+        assert_eq!(at(1800), 2500);
+        assert_eq!(at(3600), 5000);
+        assert_eq!(at(7199), 5000);
+        assert_eq!(at(7200), 10_000);
+        assert_eq!(at(1_000_000), 10_000);
+        assert_eq!(r.weight_at(i64::MAX, 10_000), 10_000);
+        assert_eq!(r.max_weight(), 10_000);
+    }
+
+    #[test]
+    fn interpolation_rises_linearly_between_steps_in_whole_buckets() {
+        let r = ramp(true);
+        let at = |ms: i64, buckets| r.weight_at(START + ms, buckets);
+        assert_eq!(at(0, 10_000), 100);
+        assert_eq!(at(300_000, 10_000), 300); // halfway from 1% to 5%
+        assert_eq!(at(600_000, 10_000), 500);
+        assert_eq!(at(1_200_000, 10_000), 1500); // halfway from 5% to 25%
+        assert_eq!(at(7_200_000, 10_000), 10_000);
+        // 1% + 4% * 1/3 = 2.333..% -> 2.33% with 10000 buckets, 2.3% with 1000, 2% with 100.
+        assert_eq!(at(200_000, 10_000), 233);
+        assert_eq!(at(200_000, 1000), 230);
+        assert_eq!(at(200_000, 100), 200);
+        // Never decreasing, second by second.
+        let mut last = 0;
+        for s in -10..8000 {
+            let w = at(s * 1000, 10_000);
+            assert!(w >= last, "weight fell at {s}s");
+            last = w;
+        }
+    }
+
+    #[test]
+    fn a_first_step_after_start_leaves_zero_until_it() {
+        let r = Schedule {
+            start_ms: START,
+            steps: vec![Step {
+                after_ms: 60_000,
+                weight_basis_points: 1000,
+            }],
+            interpolate: true,
+        };
+        assert_eq!(r.weight_at(START + 59_999, 10_000), 0);
+        assert_eq!(r.weight_at(START + 60_000, 10_000), 1000);
+        assert_eq!(r.end_ms(), START + 60_000);
+    }
+}
