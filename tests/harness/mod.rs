@@ -107,8 +107,9 @@ pub struct EnvoyOptions {
     /// The plugin configuration JSON; `None` keeps the one in envoy.yaml.
     pub plugin_config: Option<String>,
     pub concurrency: usize,
-    /// Per-version upstream behaviour: replaces the demo upstream's fixed 200.
-    pub upstream_status: BTreeMap<String, u16>,
+    /// Clusters (`stable`, `canary`) to point at a closed port, so that Envoy
+    /// itself answers 503 (connection failure) for them.
+    pub dead_upstreams: Vec<String>,
 }
 
 impl Default for EnvoyOptions {
@@ -116,7 +117,7 @@ impl Default for EnvoyOptions {
         EnvoyOptions {
             plugin_config: None,
             concurrency: 2,
-            upstream_status: BTreeMap::new(),
+            dead_upstreams: Vec::new(),
         }
     }
 }
@@ -181,19 +182,16 @@ impl Envoy {
         for (version, port) in [("stable", stable_port), ("canary", canary_port)] {
             let listener = listener_mut(&mut yaml, &format!("upstream_{version}"));
             set_port(&mut listener["address"], port);
-            if let Some(status) = options.upstream_status.get(version) {
-                let route = &mut http_connection_manager(listener)["route_config"]["virtual_hosts"]
-                    [0]["routes"][0];
-                route["direct_response"]["status"] = Value::from(*status);
-            }
         }
         for cluster in yaml["static_resources"]["clusters"]
             .as_sequence_mut()
             .expect("clusters")
         {
-            let port = match cluster["name"].as_str() {
-                Some("stable") => stable_port,
-                Some("canary") => canary_port,
+            let name = cluster["name"].as_str().unwrap_or_default().to_string();
+            let port = match name.as_str() {
+                _ if options.dead_upstreams.contains(&name) => free_port(),
+                "stable" => stable_port,
+                "canary" => canary_port,
                 other => panic!("unexpected cluster {other:?} in envoy.yaml"),
             };
             set_port(
@@ -301,6 +299,24 @@ impl Envoy {
 
     pub fn admin_get(&self, path: &str) -> Response {
         http_get(self.admin, path).unwrap_or_else(|e| panic!("admin GET {path}: {e}"))
+    }
+
+    /// Sets a runtime key through the admin layer (`POST /runtime_modify`).
+    pub fn set_runtime(&self, key: &str, value: &str) {
+        let mut client = Client::new(self.admin);
+        let response = client
+            .request(
+                "POST",
+                &format!("/runtime_modify?{key}={value}"),
+                &[("content-length", b"0")],
+            )
+            .unwrap_or_else(|e| panic!("runtime_modify {key}={value}: {e}"));
+        assert_eq!(
+            response.status,
+            200,
+            "runtime_modify: {}",
+            response.body_text()
+        );
     }
 
     pub fn prometheus(&self) -> Metrics {
