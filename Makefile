@@ -10,7 +10,7 @@ ENVOY        := $(TOOLS)/bin/envoy
 WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 
-.PHONY: all build wasm-target envoy demo test unit e2e lint clean
+.PHONY: all build wasm-target envoy demo demo-rollback test unit e2e lint clean
 
 all: build
 
@@ -35,6 +35,10 @@ $(ENVOY):
 ## demo: start Envoy with stable and canary upstreams, send traffic, show the split and metrics
 demo: build envoy
 	$(CARGO) run --quiet --release --example demo
+
+## demo-rollback: a ramp widens the canary step by step, then a failing canary trips the guard
+demo-rollback: build envoy
+	$(CARGO) run --quiet --release --example demo_rollback
 
 ## test: lint, unit tests, and the end-to-end tests against a real Envoy
 test: lint build envoy

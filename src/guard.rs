@@ -294,8 +294,8 @@ pub fn describe(event: &GuardEvent, config: &GuardConfig, guarded: &str, baselin
                     format!("for {}", format_duration(ms))
                 });
             format!(
-                "guard tripped: {guarded} failed {} of {} responses ({:.1}%) in the last {}, above max_error_rate {:.1}% \
-                 (baseline {baseline}: {} of {}, {:.1}%); sending {guarded}'s traffic to {baseline} {hold}; overrides still reach {guarded}",
+                "guard tripped: {guarded} failed {} of {} responses ({:.2}%) in the last {}, above max_error_rate {:.2}% \
+                 (baseline {baseline}: {} of {}, {:.2}%); sending {guarded}'s traffic to {baseline} {hold}; overrides still reach {guarded}",
                 g.failed,
                 g.total,
                 100.0 * g.rate(),
@@ -565,8 +565,8 @@ mod tests {
         );
         assert_eq!(
             line,
-            "guard tripped: canary failed 12 of 60 responses (20.0%) in the last 30s, above max_error_rate 5.0% \
-             (baseline stable: 3 of 600, 0.5%); sending canary's traffic to stable for 10m; overrides still reach canary"
+            "guard tripped: canary failed 12 of 60 responses (20.00%) in the last 30s, above max_error_rate 5.00% \
+             (baseline stable: 3 of 600, 0.50%); sending canary's traffic to stable for 10m; overrides still reach canary"
         );
         let forever = GuardConfig {
             hold_ms: None,

@@ -245,7 +245,7 @@ fn a_failing_canary_trips_the_guard_quickly_and_the_guard_re_arms_after_hold() {
     assert_eq!(trip_lines.len(), 1, "one trip line:\n{log}");
     assert!(
         trip_lines[0].contains("canary failed")
-            && trip_lines[0].contains("above max_error_rate 20.0%"),
+            && trip_lines[0].contains("above max_error_rate 20.00%"),
         "{}",
         trip_lines[0]
     );
