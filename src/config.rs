@@ -6,6 +6,7 @@
 
 use crate::guard::{GuardConfig, StatusMatcher};
 use crate::schedule::{parse_duration, parse_rfc3339, Schedule, Step};
+use crate::trust::Cidr;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -119,6 +120,15 @@ struct RawGuard {
 struct RawOverride {
     header: Option<String>,
     cookie: Option<String>,
+    token: Option<RawToken>,
+    trusted_sources: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    header: String,
+    values: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -210,7 +220,34 @@ pub struct HashConfig {
 pub struct OverrideConfig {
     pub header: Option<String>,
     pub cookie: Option<String>,
+    /// If set, an override counts only with this secret in this header.
+    pub token: Option<TokenConfig>,
+    /// If not empty, an override counts only from these source addresses.
+    pub trusted_sources: Vec<Cidr>,
 }
+
+/// The secret that unlocks overrides: a header, and the accepted values (several,
+/// so that a secret can be rotated without a window where none works).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    pub header: String,
+    pub values: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for TokenConfig {
+    // Never print the secrets, wherever a config is debug-printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("header", &self.header)
+            .field("values", &format_args!("[{} redacted]", self.values.len()))
+            .finish()
+    }
+}
+
+/// Shortest accepted override token: guessing must be hopeless.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// At most this many token values: the current secret and the ones being rotated.
+pub const MAX_TOKEN_VALUES: usize = 4;
 
 /// A parsed, validated config: everything the per-request decision needs, in the
 /// shape it needs it.
@@ -332,14 +369,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let versions = validate_versions(&raw.versions, buckets, &mut errors);
 
     let override_ = match raw.override_ {
-        Some(o) => OverrideConfig {
-            header: o
-                .header
-                .map(|h| checked_header_name("override.header", &h, &mut errors)),
-            cookie: o
-                .cookie
-                .map(|c| checked_cookie_name("override.cookie", &c, &mut errors)),
-        },
+        Some(o) => validate_override(o, &mut errors),
         None => OverrideConfig::default(),
     };
 
@@ -374,9 +404,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
 
     // A client must never pick a version by sending the route header itself: the
     // header the route table matches must not double as an input.
+    let token_header = override_.token.as_ref().map(|t| t.header.clone());
     for (field, name) in [
         ("override.header", &override_.header),
         ("hash.header", &hash.header),
+        ("override.token.header", &token_header),
     ] {
         if name.as_deref() == Some(route_header.as_str()) {
             errors.push(ConfigError::new(
@@ -431,6 +463,87 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         guard,
         fingerprint: 0,
     })
+}
+
+fn validate_override(raw: RawOverride, errors: &mut Vec<ConfigError>) -> OverrideConfig {
+    let header = raw
+        .header
+        .map(|h| checked_header_name("override.header", &h, errors));
+    let cookie = raw
+        .cookie
+        .map(|c| checked_cookie_name("override.cookie", &c, errors));
+    let unlocks_nothing = header.is_none() && cookie.is_none();
+    let token = raw.token.map(|t| {
+        if unlocks_nothing {
+            errors.push(ConfigError::new(
+                "override.token",
+                "there is no override.header or override.cookie for it to protect",
+            ));
+        }
+        let header = checked_header_name("override.token.header", &t.header, errors);
+        if t.values.is_empty() || t.values.len() > MAX_TOKEN_VALUES {
+            errors.push(ConfigError::new(
+                "override.token.values",
+                format!("{} values; give 1 to {MAX_TOKEN_VALUES} (the current secret, and the next while rotating)", t.values.len()),
+            ));
+        }
+        for (i, value) in t.values.iter().enumerate() {
+            // The message never repeats the secret.
+            if value.len() < MIN_TOKEN_LEN {
+                errors.push(ConfigError::new(
+                    format!("override.token.values[{i}]"),
+                    format!("{} characters; a token needs at least {MIN_TOKEN_LEN}", value.len()),
+                ));
+            }
+            if value.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+                errors.push(ConfigError::new(
+                    format!("override.token.values[{i}]"),
+                    "use visible ASCII characters only, so that it survives as a header value",
+                ));
+            }
+        }
+        TokenConfig {
+            header,
+            values: t.values.into_iter().map(String::into_bytes).collect(),
+        }
+    });
+    let trusted_sources = raw
+        .trusted_sources
+        .map(|sources| {
+            if unlocks_nothing {
+                errors.push(ConfigError::new(
+                    "override.trusted_sources",
+                    "there is no override.header or override.cookie for it to protect",
+                ));
+            }
+            if sources.is_empty() {
+                errors.push(ConfigError::new(
+                    "override.trusted_sources",
+                    "is empty, which would trust nobody: leave it out to trust every source",
+                ));
+            }
+            sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    Cidr::parse(s)
+                        .map_err(|msg| {
+                            errors.push(ConfigError::new(
+                                format!("override.trusted_sources[{i}]"),
+                                msg,
+                            ))
+                        })
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    OverrideConfig {
+        header,
+        cookie,
+        token,
+        trusted_sources,
+    }
 }
 
 fn validate_versions(
@@ -1402,6 +1515,74 @@ mod tests {
         let b = parse(&GUARD.replace("0.05", "0.06")).unwrap();
         assert_ne!(a.fingerprint, b.fingerprint);
         assert_eq!(a.fingerprint, parse(GUARD).unwrap().fingerprint);
+    }
+
+    #[test]
+    fn override_tokens_and_trusted_sources_parse_and_never_show_the_secret() {
+        let c = parse(
+            r#"{"versions":[{"name":"s"}],"override":{"header":"x-canary",
+                "token":{"header":"X-Canary-Token","values":["0123456789abcdef","fedcba9876543210"]},
+                "trusted_sources":["10.0.0.0/8","::1"]}}"#,
+        )
+        .unwrap();
+        let token = c.override_.token.clone().unwrap();
+        assert_eq!(token.header, "x-canary-token");
+        assert_eq!(
+            token.values,
+            vec![b"0123456789abcdef".to_vec(), b"fedcba9876543210".to_vec()]
+        );
+        assert_eq!(c.override_.trusted_sources.len(), 2);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("0123456789abcdef") && debug.contains("[2 redacted]"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn override_protection_errors_name_their_field_and_never_the_secret() {
+        let o = |json: &str| format!(r#"{{"versions":[{{"name":"s"}}],"override":{json}}}"#);
+        let errors = errors_of(&o(
+            r#"{"header":"x-c","token":{"header":"x-t","values":["short-secret"]}}"#,
+        ));
+        assert_eq!(
+            errors,
+            vec!["override.token.values[0]: 12 characters; a token needs at least 16".to_string()]
+        );
+        assert_rejected(
+            &o(r#"{"header":"x-c","token":{"header":"x-t","values":[]}}"#),
+            "override.token.values: 0 values; give 1 to 4",
+        );
+        assert_rejected(
+            &o(r#"{"header":"x-c","token":{"header":"x-t","values":["0123456789 abcdef"]}}"#),
+            "override.token.values[0]: use visible ASCII characters only",
+        );
+        assert_rejected(
+            &o(r#"{"token":{"header":"x-t","values":["0123456789abcdef"]}}"#),
+            "override.token: there is no override.header or override.cookie for it to protect",
+        );
+        assert_rejected(
+            &o(
+                r#"{"header":"x-c","token":{"header":"x-canary-version","values":["0123456789abcdef"]}}"#,
+            ),
+            "override.token.header: `x-canary-version` is the route_header",
+        );
+        assert_rejected(
+            &o(r#"{"header":"x-c","token":{"values":["0123456789abcdef"]}}"#),
+            "override.token: missing field `header`",
+        );
+        assert_rejected(
+            &o(r#"{"header":"x-c","trusted_sources":["10.0.0.0/8","10.0.0.0/40"]}"#),
+            "override.trusted_sources[1]: `10.0.0.0/40` is not an IP address or CIDR block",
+        );
+        assert_rejected(
+            &o(r#"{"header":"x-c","trusted_sources":[]}"#),
+            "override.trusted_sources: is empty, which would trust nobody",
+        );
+        assert_rejected(
+            &o(r#"{"trusted_sources":["10.0.0.0/8"]}"#),
+            "override.trusted_sources: there is no override.header or override.cookie",
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::bucket::bucket_of;
 use crate::config::{Anonymous, Config, Split};
 use crate::request::RequestFacts;
+use crate::trust::token_matches;
 
 /// Why a request went to its version. Also a metric label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,9 +121,29 @@ pub fn user_id<'r>(config: &Config, request: &'r impl RequestFacts) -> Option<&'
     })
 }
 
-/// The version named by the override header, else by the override cookie.
-/// A value that names no version is ignored.
+/// The version named by the override header, else by the override cookie, if the
+/// request may override. A value that names no version is ignored.
 fn override_version(config: &Config, request: &impl RequestFacts) -> Option<usize> {
+    named_override(config, request).filter(|_| override_allowed(config, request))
+}
+
+/// An override counts only with the configured token and from a trusted source,
+/// when those are configured.
+fn override_allowed(config: &Config, request: &impl RequestFacts) -> bool {
+    if let Some(token) = &config.override_.token {
+        let presented = request.header(&token.header).unwrap_or_default();
+        if !token_matches(presented, &token.values) {
+            return false;
+        }
+    }
+    let sources = &config.override_.trusted_sources;
+    sources.is_empty()
+        || request
+            .source_address()
+            .is_some_and(|ip| sources.iter().any(|range| range.contains(ip)))
+}
+
+fn named_override(config: &Config, request: &impl RequestFacts) -> Option<usize> {
     let by_header = config
         .override_
         .header
@@ -478,6 +499,73 @@ mod tests {
         assert!(by_version[0] > 0 && by_version[2] > 0);
         let a = decide_tripped(&[]);
         assert_ne!(a.version, 1);
+    }
+
+    struct FromAddress<'a>(SerializedHeaders<'a>, Option<std::net::IpAddr>);
+
+    impl RequestFacts for FromAddress<'_> {
+        fn header(&self, name: &str) -> Option<&[u8]> {
+            self.0.header(name)
+        }
+        fn cookie(&self, name: &str) -> Option<&[u8]> {
+            self.0.cookie(name)
+        }
+        fn source_address(&self) -> Option<std::net::IpAddr> {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_token_unlocks_overrides_and_nothing_else_does() {
+        let c = config(
+            r#"{"versions":[{"name":"stable"},{"name":"canary","weight":0}],
+                "override":{"header":"x-canary","cookie":"canary",
+                  "token":{"header":"x-canary-token","values":["old-secret-123456","new-secret-654321"]}},
+                "anonymous":"baseline"}"#,
+        );
+        let with = |pairs: &[(&str, &str)]| decide_with(&c, pairs);
+        assert_eq!(with(&[("x-canary", "canary")]).reason, Reason::Baseline);
+        assert_eq!(
+            with(&[("cookie", "canary=canary")]).reason,
+            Reason::Baseline
+        );
+        assert_eq!(
+            with(&[
+                ("x-canary", "canary"),
+                ("x-canary-token", "new-secret-65432")
+            ])
+            .reason,
+            Reason::Baseline
+        );
+        for secret in ["old-secret-123456", "new-secret-654321"] {
+            let a = with(&[("x-canary", "canary"), ("x-canary-token", secret)]);
+            assert_eq!((a.version, a.reason), (1, Reason::Override));
+            let a = with(&[("cookie", "canary=canary"), ("x-canary-token", secret)]);
+            assert_eq!((a.version, a.reason), (1, Reason::Override));
+        }
+    }
+
+    #[test]
+    fn trusted_sources_limit_who_may_override() {
+        let c = config(
+            r#"{"versions":[{"name":"stable"},{"name":"canary","weight":0}],
+                "override":{"header":"x-canary","trusted_sources":["10.0.0.0/8","::1"]},
+                "anonymous":"baseline"}"#,
+        );
+        let bytes = serialize_headers(&[(b"x-canary", b"canary")]);
+        let routing = Routing::at(&c, 0);
+        let from = |ip: Option<&str>| {
+            let facts = FromAddress(
+                SerializedHeaders::new(&bytes),
+                ip.map(|s| s.parse().unwrap()),
+            );
+            decide(&c, &routing, &facts, &mut Rng::new(1)).reason
+        };
+        assert_eq!(from(Some("10.20.30.40")), Reason::Override);
+        assert_eq!(from(Some("::1")), Reason::Override);
+        assert_eq!(from(Some("::ffff:10.0.0.1")), Reason::Override);
+        assert_eq!(from(Some("192.168.0.1")), Reason::Baseline);
+        assert_eq!(from(None), Reason::Baseline, "unknown source: not trusted");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{decide, Rng, Routing};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
-use crate::request::SerializedHeaders;
+use crate::request::{RequestFacts, SerializedHeaders};
+use crate::trust::parse_socket_ip;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -350,15 +351,17 @@ impl HttpContext for CanaryRequest {
             return Action::Continue;
         };
         let headers = request_header_map();
+        let request = HostRequest(SerializedHeaders::new(&headers));
         let mut rng = self.rng.get();
-        let assignment = decide(
-            &active.config,
-            &live.routing,
-            &SerializedHeaders::new(&headers),
-            &mut rng,
-        );
+        let assignment = decide(&active.config, &live.routing, &request, &mut rng);
         self.rng.set(rng);
         drop(live);
+        // The override secret stops here: upstreams and their logs never see it.
+        if let Some(token) = &active.config.override_.token {
+            if request.header(&token.header).is_some() {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &token.header, None);
+            }
+        }
 
         let Some(version) = active.config.versions.get(assignment.version) else {
             return Action::Continue;
@@ -445,6 +448,27 @@ impl CanaryRequest {
         if failed && version == guard.version {
             let now = now.map_or_else(now_ms, unix_ms).unsigned_abs();
             sync_guard(active, guard, &mut live, now);
+        }
+    }
+}
+
+/// The request as the decision sees it: headers from the one map read, and the
+/// client address from a property read made only if an override needs it.
+struct HostRequest<'a>(SerializedHeaders<'a>);
+
+impl RequestFacts for HostRequest<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.header(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.0.cookie(name)
+    }
+
+    fn source_address(&self) -> Option<std::net::IpAddr> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(Some(address)) => parse_socket_ip(&address),
+            _ => None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`decide`]: request facts + config -> [`decide::Assignment`];
 //! - [`schedule`]: time-based ramps (and the RFC 3339 / duration formats);
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
+//! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
@@ -24,6 +25,7 @@ pub mod guard;
 pub mod metrics;
 pub mod request;
 pub mod schedule;
+pub mod trust;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

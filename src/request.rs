@@ -10,6 +10,11 @@ pub trait RequestFacts {
     fn header(&self, name: &str) -> Option<&[u8]>;
     /// The value of the first cookie called `name` in the `Cookie` headers.
     fn cookie(&self, name: &str) -> Option<&[u8]>;
+    /// The client's IP address (the downstream peer), if known. Asked only when an
+    /// override must come from a trusted source, as it may cost a host call.
+    fn source_address(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 /// A view over a header map in the proxy-wasm serialized format:

@@ -110,6 +110,9 @@ pub struct EnvoyOptions {
     /// Clusters (`stable`, `canary`) to point at a closed port, so that Envoy
     /// itself answers 503 (connection failure) for them.
     pub dead_upstreams: Vec<String>,
+    /// Request headers the demo upstreams echo back as `x-echo-<name>`, to see
+    /// what reached them.
+    pub echo_request_headers: Vec<String>,
 }
 
 impl Default for EnvoyOptions {
@@ -118,6 +121,7 @@ impl Default for EnvoyOptions {
             plugin_config: None,
             concurrency: 2,
             dead_upstreams: Vec::new(),
+            echo_request_headers: Vec::new(),
         }
     }
 }
@@ -182,6 +186,22 @@ impl Envoy {
         for (version, port) in [("stable", stable_port), ("canary", canary_port)] {
             let listener = listener_mut(&mut yaml, &format!("upstream_{version}"));
             set_port(&mut listener["address"], port);
+            let routes = http_connection_manager(listener)["route_config"]["virtual_hosts"][0]
+                ["routes"]
+                .as_sequence_mut()
+                .expect("upstream routes");
+            for route in routes {
+                let added = route["response_headers_to_add"]
+                    .as_sequence_mut()
+                    .expect("response_headers_to_add");
+                for name in &options.echo_request_headers {
+                    let echo: Value = serde_yaml::from_str(&format!(
+                        "{{header: {{key: x-echo-{name}, value: '%REQ({name})%'}}}}"
+                    ))
+                    .expect("echo header yaml");
+                    added.push(echo);
+                }
+            }
         }
         for cluster in yaml["static_resources"]["clusters"]
             .as_sequence_mut()
