@@ -54,6 +54,7 @@ impl fmt::Display for ConfigError {
 
 /// What to do with a request that carries no user ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Anonymous {
     /// Draw each request independently by the weights.
@@ -64,81 +65,225 @@ pub enum Anonymous {
 }
 
 // ---- The JSON as written (serde types) ------------------------------------------
+//
+// With the `schema` feature these types also derive the JSON Schema of the config
+// (`config.schema.json`, `canary-router schema`): the doc comments become its
+// descriptions, the `schemars` attributes the constraints that JSON Schema can
+// express. The checks that it cannot (sums, cross-references, ordering) stay in
+// `validate` below, which is the authority.
 
+/// The plugin configuration of canary-router: Envoy's `config.configuration` (a
+/// `google.protobuf.StringValue`) or Istio's `WasmPlugin.pluginConfig`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "canary-router plugin config"))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The request header the filter sets to the chosen version's name; routes match
+    /// on it. Case-insensitive. Must differ from override.header, override.token.header
+    /// and hash.header.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN), extend("default" = DEFAULT_ROUTE_HEADER)))]
     route_header: Option<String>,
+    /// The versions of the service, in order, with unique names. The first is the
+    /// baseline: it has no weight and takes the share the others leave. Every other
+    /// version has a weight or a schedule; the weights add up to at most 100.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSIONS), extend(
+        "prefixItems" = [{ "$ref": "#/$defs/Version", "not": { "anyOf": [
+            { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+            { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+        ] } }],
+        "items" = { "$ref": "#/$defs/Version", "oneOf": [
+            { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+            { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+        ] }
+    )))]
     versions: Vec<RawVersion>,
+    /// Lets a request name its version by a header or a cookie.
     #[serde(rename = "override")]
     override_: Option<RawOverride>,
+    /// Version name -> user IDs always sent to that version. A user ID may be listed
+    /// under one version only. Needs hash.header or hash.cookie.
     // BTreeMap: errors about users come out in a stable order.
+    #[cfg_attr(feature = "schema", schemars(extend(
+        "propertyNames" = { "minLength": 1, "maxLength": MAX_VERSION_NAME_LEN, "pattern": VERSION_NAME_PATTERN },
+        "default" = {}
+    )))]
     users: Option<BTreeMap<String, Vec<String>>>,
+    /// Where the user ID comes from and how it is bucketed.
     hash: Option<RawHash>,
+    /// Requests without a user ID: drawn independently by the weights ("random"), or
+    /// sent to the baseline ("baseline").
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "random")))]
     anonymous: Option<Anonymous>,
+    /// Prefix of every metric name.
+    #[cfg_attr(feature = "schema", schemars(length(max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), extend("default" = DEFAULT_METRICS_PREFIX)))]
     metrics_prefix: Option<String>,
+    /// The rollback guard of one version: when its failure rate is too high, its
+    /// traffic goes to the baseline.
     guard: Option<RawGuard>,
 }
 
+/// A version of the service.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Version"))]
 #[serde(deny_unknown_fields)]
 struct RawVersion {
+    /// The version's name: the value of the route header and of the `version` metric
+    /// label.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSION_NAME_LEN), regex(pattern = VERSION_NAME_PATTERN)))]
     name: String,
+    /// Percentage from 0 to 100 with at most two decimals, and a whole number of
+    /// buckets (steps of 1 with hash.buckets 100, 0.1 with 1000, 0.01 with 10000).
+    /// Not for the first version.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     weight: Option<f64>,
+    /// Instead of weight: a ramp that raises the weight over time.
     schedule: Option<RawSchedule>,
 }
 
+/// A ramp: from start + after, the weight is that step's weight.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Schedule"))]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
+    /// When the ramp starts, an RFC 3339 time such as 2026-12-01T09:00:00Z. Before it
+    /// the weight is 0.
+    #[cfg_attr(feature = "schema", schemars(extend("format" = "date-time")))]
     start: String,
+    /// The steps, `after` strictly increasing, `weight` never decreasing.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     steps: Vec<RawStep>,
+    /// True: between two steps the weight rises linearly (rounded down to whole
+    /// buckets).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = false)))]
     interpolate: Option<bool>,
 }
 
+/// One step of a ramp.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Step"))]
 #[serde(deny_unknown_fields)]
 struct RawStep {
+    /// Time after the start, in whole hours, minutes and seconds: 0s, 90s, 10m, 1h30m.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = DURATION_PATTERN)))]
     after: String,
+    /// The weight from then on, a percentage as for a version's weight.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     weight: f64,
 }
 
+/// The rollback guard.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Guard"))]
 #[serde(deny_unknown_fields)]
 struct RawGuard {
+    /// The guarded version; not the baseline.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSION_NAME_LEN), regex(pattern = VERSION_NAME_PATTERN)))]
     version: String,
+    /// Trip when the failure rate in the window is above this fraction (0.05 = 5%).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0), extend("exclusiveMaximum" = 1)))]
     max_error_rate: f64,
+    /// Also require the guarded rate to exceed the baseline's by this much (0.02 = 2
+    /// points), so that an outage of every version does not roll back the canary.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1)))]
     baseline_margin: Option<f64>,
+    /// Responses of the guarded version needed in the window before the guard may
+    /// trip.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1), extend("default" = DEFAULT_GUARD_MIN_REQUESTS)))]
     min_requests: Option<u64>,
+    /// The sliding window over which responses and failures are counted: a duration
+    /// longer than 0s.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = DURATION_PATTERN), extend("default" = crate::schedule::format_duration(DEFAULT_GUARD_WINDOW_MS))))]
     window: Option<String>,
+    /// Responses that count as failures: status classes ("5xx") and codes ("503").
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), inner(regex(pattern = r"^(?:[1-5][xX][xX]|[1-5][0-9][0-9])$")), extend("default" = ["5xx"])))]
     status: Option<Vec<String>>,
+    /// How long a tripped guard keeps the version's traffic on the baseline before it
+    /// re-arms: a duration, or "forever" (until a new config is loaded).
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HOLD_PATTERN), extend("default" = crate::schedule::format_duration(DEFAULT_GUARD_HOLD_MS))))]
     hold: Option<String>,
 }
 
+/// Overrides: a request names its version.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Override"))]
 #[serde(deny_unknown_fields)]
 struct RawOverride {
+    /// A request header whose value names a version.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN)))]
     header: Option<String>,
+    /// A cookie whose value names a version; read when the header is absent or names
+    /// no version.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN)))]
     cookie: Option<String>,
+    /// If set, an override counts only when the request also carries the secret.
     token: Option<RawToken>,
+    /// If set, an override counts only from a client in one of these IP addresses or
+    /// CIDR blocks, such as 10.0.0.0/8 or fd00::/8.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     trusted_sources: Option<Vec<String>>,
 }
 
+/// The secret that unlocks overrides.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "OverrideToken"))]
 #[serde(deny_unknown_fields)]
 struct RawToken {
+    /// The header that carries the secret; removed before the request goes upstream.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN)))]
     header: String,
+    /// Accepted secrets, each at least 16 visible ASCII characters. Several values
+    /// let you rotate.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_TOKEN_VALUES), inner(length(min = MIN_TOKEN_LEN), regex(pattern = r"^[!-~]+$"))))]
     values: Vec<String>,
 }
 
+/// Where the user ID comes from and how it is bucketed. Needs header or cookie.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Hash", extend("anyOf" = [
+    { "required": ["header"], "properties": { "header": { "type": "string" } } },
+    { "required": ["cookie"], "properties": { "cookie": { "type": "string" } } }
+])))]
 #[serde(deny_unknown_fields)]
 struct RawHash {
+    /// Request header holding the user ID.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN)))]
     header: Option<String>,
+    /// Cookie holding the user ID; read when the header is absent or empty.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN)))]
     cookie: Option<String>,
+    /// Prefixed to the user ID (salt:user_id) before hashing. Change it to reshuffle
+    /// who is in the canary; use the Unleash group ID to match Unleash.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "")))]
     salt: Option<String>,
+    /// Bucket count; weights go in steps of 100 / buckets percent.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [100, 1000, 10000, null], "default" = DEFAULT_BUCKETS)))]
     buckets: Option<u32>,
 }
+
+/// The JSON Schema of the config, generated from the types above.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
+}
+
+// Patterns of the JSON Schema, the same rules as the checks in `validate`.
+#[cfg(feature = "schema")]
+const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+#[cfg(feature = "schema")]
+const VERSION_NAME_PATTERN: &str = r"^[A-Za-z0-9._-]+$";
+#[cfg(feature = "schema")]
+const DURATION_PATTERN: &str = r"^(?:[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
+#[cfg(feature = "schema")]
+const HOLD_PATTERN: &str =
+    r"^(?:forever|[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
 
 // ---- The validated config -------------------------------------------------------
 
