@@ -9,15 +9,29 @@ VENV         := $(TOOLS)/venv
 ENVOY        := $(TOOLS)/bin/envoy
 WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
+CLI          := target/release/canary-router
 
-.PHONY: all build wasm-target envoy demo demo-rollback test unit e2e lint clean
+.PHONY: all build wasm cli schema wasm-target envoy demo demo-rollback test unit e2e lint clean
 
 all: build
 
-## build: the filter, at target/wasm32-wasip1/release/canary_router.wasm
-build: wasm-target
+## build: the filter (.wasm) and the command-line tool
+build: wasm cli
+
+## wasm: the filter, at target/wasm32-wasip1/release/canary_router.wasm
+wasm: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) --lib
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+
+## cli: the command-line tool, at target/release/canary-router (native; not in the .wasm)
+cli:
+	$(CARGO) build --release -p canary-router-cli
+	@echo "built $(CLI)"
+
+## schema: regenerate config.schema.json from the config types (a test fails when it is stale)
+schema: cli
+	$(CLI) schema > config.schema.json
+	@echo "wrote config.schema.json"
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -33,30 +47,36 @@ $(ENVOY):
 	$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
 
 ## demo: start Envoy with stable and canary upstreams, send traffic, show the split and metrics
-demo: build envoy
+demo: wasm envoy
 	$(CARGO) run --quiet --release --example demo
 
 ## demo-rollback: a ramp widens the canary step by step, then a failing canary trips the guard
-demo-rollback: build envoy
+demo-rollback: wasm envoy
 	$(CARGO) run --quiet --release --example demo_rollback
 
 ## test: lint, unit tests, and the end-to-end tests against a real Envoy
 test: lint build envoy
-	$(CARGO) test --release --lib --tests
+	$(CARGO) test --release --workspace --lib --tests
 
 ## unit: only the native tests of the pure core
 unit:
 	$(CARGO) test --release --lib
+	$(CARGO) test --release -p canary-router-cli --bins
 
 ## e2e: only the end-to-end tests against a real Envoy
 e2e: build envoy
-	$(CARGO) test --release --test '*'
+	$(CARGO) test --release --workspace --test '*'
 
 ## lint: rustfmt, and clippy on the host and on wasm32-wasip1, warnings as errors
 lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --target $(WASM_TARGET) -- -D warnings
+	@# The CLI's dependencies (and the schema derives) must never reach the .wasm.
+	@if $(CARGO) tree -p canary-router --target $(WASM_TARGET) -e normal --prefix none \
+		| grep -E '^(schemars|serde_yaml|canary-router-cli) '; then \
+		echo "lint: a CLI dependency reached the .wasm build"; exit 1; fi
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,336 @@
+//! `explain`: one request through the filter's `decide`, and why it went where it
+//! went. The decision is `decide`'s; the text around it only describes the inputs.
+
+use crate::args::Explain;
+use crate::time::format_rfc3339;
+use crate::validate::percent;
+use crate::{load, print, Failure};
+use canary_router::config::{Config, Split};
+use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
+use canary_router::request::{serialize_headers, RequestFacts, SerializedHeaders};
+use canary_router::trust::token_matches;
+use serde_json::json;
+use std::net::IpAddr;
+
+/// The request as `explain` describes it: the header map in the host's format (so
+/// header and cookie lookups are the filter's own), and the client address.
+pub struct CliRequest<'a> {
+    pub headers: SerializedHeaders<'a>,
+    pub source: Option<IpAddr>,
+}
+
+impl RequestFacts for CliRequest<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.header(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.headers.cookie(name)
+    }
+
+    fn source_address(&self) -> Option<IpAddr> {
+        self.source
+    }
+}
+
+/// The header map: the headers in order, then one `cookie` header with the cookies.
+pub fn header_map(headers: &[(String, String)], cookies: &[(String, String)]) -> Vec<u8> {
+    let cookie_header = cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    if !cookies.is_empty() {
+        pairs.push((b"cookie", cookie_header.as_bytes()));
+    }
+    serialize_headers(&pairs)
+}
+
+pub fn run(options: &Explain) -> Result<(), Failure> {
+    let loaded = load(&options.common, "explain")?;
+    let config = &loaded.config;
+    let bytes = header_map(&options.headers, &options.cookies);
+    let request = CliRequest {
+        headers: SerializedHeaders::new(&bytes),
+        source: options.source,
+    };
+    let routing = Routing {
+        split: config.split_at(loaded.now_ms),
+        guard_tripped: options.guard_tripped,
+    };
+    let rng = Rng::new(options.seed.unwrap_or(1));
+    let assignment = decide(config, &routing, &request, &mut rng.clone());
+    // What it would have been with an armed guard: same draw, to say what the guard changed.
+    let unguarded = decide(
+        config,
+        &Routing {
+            guard_tripped: false,
+            ..routing.clone()
+        },
+        &request,
+        &mut rng.clone(),
+    );
+    let version = config
+        .versions
+        .get(assignment.version)
+        .map_or("?", |v| v.name.as_str());
+    let why = why(config, &routing.split, &request, &assignment, &unguarded);
+    let mut notes = override_notes(config, &request, &assignment);
+    if options.guard_tripped && config.guard.is_none() {
+        notes.push("--guard-tripped: the config has no guard, so nothing changes".to_string());
+    }
+    let shows_time = config.is_scheduled() || loaded.at_given;
+    if options.common.json {
+        let out = json!({
+            "version": version,
+            "reason": assignment.reason.as_str(),
+            "bucket": assignment.bucket,
+            "buckets": config.buckets,
+            "route_header": config.route_header,
+            "at": format_rfc3339(loaded.now_ms),
+            "why": why,
+            "notes": notes,
+        });
+        print(&format!("{out}\n"));
+        return Ok(());
+    }
+    let mut out = format!(
+        "version: {version}\nreason:  {}\n",
+        assignment.reason.as_str()
+    );
+    if let Some(bucket) = assignment.bucket {
+        out.push_str(&format!("bucket:  {bucket} of {}\n", config.buckets));
+    }
+    out.push_str(&format!("why:     {why}\n"));
+    for note in &notes {
+        out.push_str(&format!("note:    {note}\n"));
+    }
+    if shows_time {
+        out.push_str(&format!("at:      {}\n", format_rfc3339(loaded.now_ms)));
+    }
+    out.push_str(&format!("sets:    {}: {version}\n", config.route_header));
+    print(&out);
+    Ok(())
+}
+
+fn name_of(config: &Config, index: usize) -> &str {
+    config.versions.get(index).map_or("?", |v| v.name.as_str())
+}
+
+fn quoted(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+/// `canary 1-1000, beta 3001-5000; stable the rest`.
+fn ranges_text(config: &Config, split: &Split) -> String {
+    let ranges: Vec<String> = split
+        .ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, end))| {
+            let name = name_of(config, i + 1);
+            if start == end {
+                format!("{name} none")
+            } else {
+                format!("{name} {}-{end}", start + 1)
+            }
+        })
+        .collect();
+    let baseline = name_of(config, 0);
+    if ranges.is_empty() {
+        format!("{baseline} all")
+    } else {
+        format!("{}; {baseline} the rest", ranges.join(", "))
+    }
+}
+
+/// Where the user ID came from, as `decide::user_id` reads it: the header, else the cookie.
+fn user_id_source(config: &Config, request: &CliRequest) -> String {
+    let from_header = config
+        .hash
+        .header
+        .as_deref()
+        .filter(|h| request.header(h).is_some_and(|v| !v.is_empty()));
+    match (from_header, &config.hash.cookie) {
+        (Some(h), _) => format!("header {h}"),
+        (None, Some(c)) => format!("cookie {c}"),
+        (None, None) => "nowhere".to_string(),
+    }
+}
+
+fn no_user_id(config: &Config) -> String {
+    let mut places = Vec::new();
+    if let Some(h) = &config.hash.header {
+        places.push(format!("header {h}"));
+    }
+    if let Some(c) = &config.hash.cookie {
+        places.push(format!("cookie {c}"));
+    }
+    if places.is_empty() {
+        "no user ID (the config has no hash.header or hash.cookie)".to_string()
+    } else {
+        format!("no user ID (no non-empty {})", places.join(" or "))
+    }
+}
+
+fn why(
+    config: &Config,
+    split: &Split,
+    request: &CliRequest,
+    assignment: &Assignment,
+    unguarded: &Assignment,
+) -> String {
+    let version = name_of(config, assignment.version);
+    match assignment.reason {
+        Reason::Override => {
+            let header = config.override_.header.as_deref().and_then(|h| {
+                request
+                    .header(h)
+                    .filter(|v| config.version_index(v).is_some())
+                    .map(|_| format!("the override header {h}"))
+            });
+            let by = header.unwrap_or_else(|| {
+                format!(
+                    "the override cookie {}",
+                    config.override_.cookie.as_deref().unwrap_or("?")
+                )
+            });
+            format!("{by} names {version}")
+        }
+        Reason::UserList => {
+            let id = user_id(config, request).unwrap_or_default();
+            format!(
+                "user ID {} (from {}) is listed under users.{version}",
+                quoted(id),
+                user_id_source(config, request)
+            )
+        }
+        Reason::Hash => {
+            let id = user_id(config, request).unwrap_or_default();
+            let mut key = config.hash.key_prefix.clone();
+            key.extend_from_slice(id);
+            format!(
+                "user ID {} (from {}): murmur3({}) % {} + 1 = bucket {}; buckets: {}",
+                quoted(id),
+                user_id_source(config, request),
+                quoted(&key),
+                config.buckets,
+                assignment.bucket.unwrap_or(0),
+                ranges_text(config, split)
+            )
+        }
+        Reason::Random => {
+            format!(
+                "{}; anonymous: random draws a bucket for each request, this draw {} ({}). Over many requests: {}",
+                no_user_id(config),
+                assignment.bucket.unwrap_or(0),
+                ranges_text(config, split),
+                shares_text(config, split)
+            )
+        }
+        Reason::Baseline => format!(
+            "{}; anonymous: baseline sends it to the first version",
+            no_user_id(config)
+        ),
+        Reason::Guard => {
+            let before = why(config, split, request, unguarded, unguarded);
+            format!(
+                "the guard on {} has tripped (--guard-tripped), so the baseline takes its traffic; with an armed guard: {} ({}: {before})",
+                name_of(config, unguarded.version),
+                name_of(config, unguarded.version),
+                unguarded.reason.as_str()
+            )
+        }
+    }
+}
+
+/// Overrides the request carries that did not count, and why not.
+fn override_notes(config: &Config, request: &CliRequest, assignment: &Assignment) -> Vec<String> {
+    let mut notes = Vec::new();
+    let carried = [
+        (
+            "header",
+            config.override_.header.as_deref(),
+            config
+                .override_
+                .header
+                .as_deref()
+                .and_then(|h| request.header(h)),
+        ),
+        (
+            "cookie",
+            config.override_.cookie.as_deref(),
+            config
+                .override_
+                .cookie
+                .as_deref()
+                .and_then(|c| request.cookie(c)),
+        ),
+    ];
+    let mut names_a_version = false;
+    for (kind, name, value) in carried {
+        let (Some(name), Some(value)) = (name, value) else {
+            continue;
+        };
+        if config.version_index(value).is_none() {
+            notes.push(format!(
+                "the override {kind} {name} is {}, which names no version: ignored",
+                quoted(value)
+            ));
+        } else {
+            names_a_version = true;
+        }
+    }
+    if names_a_version && assignment.reason != Reason::Override {
+        if let Some(token) = &config.override_.token {
+            let presented = request.header(&token.header);
+            if !token_matches(presented.unwrap_or_default(), &token.values) {
+                notes.push(match presented {
+                    None => format!(
+                        "the override is ignored: override.token is set and the request has no {} header",
+                        token.header
+                    ),
+                    Some(_) => format!(
+                        "the override is ignored: the {} header matches none of override.token.values",
+                        token.header
+                    ),
+                });
+            }
+        }
+        let sources = &config.override_.trusted_sources;
+        if !sources.is_empty() {
+            match request.source {
+                None => notes.push(
+                    "the override is ignored: override.trusted_sources is set and the client address is unknown (give --source IP)"
+                        .to_string(),
+                ),
+                Some(ip) if !sources.iter().any(|range| range.contains(ip)) => notes.push(
+                    format!("the override is ignored: client {ip} is not in override.trusted_sources"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    notes
+}
+
+/// Each version's share at a split, for the text: `stable 90%, canary 10%`.
+fn shares_text(config: &Config, split: &Split) -> String {
+    let buckets = split.buckets.max(1);
+    let mut owned: Vec<u32> = split.ranges.iter().map(|&(s, e)| e - s).collect();
+    let others: u32 = owned.iter().sum();
+    owned.insert(0, buckets.saturating_sub(others));
+    owned
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let bp = (u64::from(n) * 10_000 / u64::from(buckets)) as u32;
+            format!("{} {}", name_of(config, i), percent(bp))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,339 @@
+//! `simulate`: the filter's `decide` over many synthetic requests, counted by
+//! version and reason, against the shares the config promises.
+
+use crate::args::Simulate;
+use crate::explain::CliRequest;
+use crate::time::format_rfc3339;
+use crate::validate::percent;
+use crate::{load, print, Failure};
+use canary_router::config::{Anonymous, Config};
+use canary_router::decide::{decide, Reason, Rng, Routing};
+use canary_router::request::{serialize_headers, SerializedHeaders};
+use serde_json::{json, Map, Value};
+
+/// Decisions of one population, by version and reason.
+struct Tally {
+    requests: u64,
+    /// `counts[version][reason index]`.
+    counts: Vec<[u64; Reason::ALL.len()]>,
+}
+
+impl Tally {
+    fn new(versions: usize) -> Self {
+        Tally {
+            requests: 0,
+            counts: vec![[0; Reason::ALL.len()]; versions],
+        }
+    }
+
+    fn version_total(&self, version: usize) -> u64 {
+        self.counts.get(version).map_or(0, |c| c.iter().sum())
+    }
+
+    /// The reasons that occurred anywhere in this population.
+    fn reasons(&self) -> Vec<Reason> {
+        Reason::ALL
+            .into_iter()
+            .filter(|r| self.counts.iter().any(|c| c[r.index()] > 0))
+            .collect()
+    }
+
+    /// Versions whose count is more than 4 standard deviations (binomial) from the
+    /// expected share; a share of 0 or 100% must be exact.
+    fn outliers(&self, expected_bp: &[u32]) -> Vec<usize> {
+        let n = self.requests as f64;
+        (0..self.counts.len())
+            .filter(|&v| {
+                let p = f64::from(expected_bp.get(v).copied().unwrap_or(0)) / 10_000.0;
+                let sigma = (n * p * (1.0 - p)).sqrt();
+                (self.version_total(v) as f64 - n * p).abs() > 4.0 * sigma + 1e-9
+            })
+            .collect()
+    }
+}
+
+/// Where a synthetic user ID goes: the hash header, else the hash cookie.
+enum IdPlace {
+    Header(String),
+    Cookie(String),
+}
+
+pub fn run(options: &Simulate) -> Result<(), Failure> {
+    let loaded = load(&options.common, "simulate")?;
+    let config = &loaded.config;
+    let routing = Routing {
+        split: config.split_at(loaded.now_ms),
+        guard_tripped: options.guard_tripped,
+    };
+    let mut rng = Rng::new(options.seed.unwrap_or(1));
+    let n_versions = config.versions.len();
+
+    let place = match (&config.hash.header, &config.hash.cookie) {
+        (Some(h), _) => Some(IdPlace::Header(h.clone())),
+        (None, Some(c)) => Some(IdPlace::Cookie(c.clone())),
+        (None, None) => None,
+    };
+    let mut users = Tally::new(n_versions);
+    if let Some(place) = &place {
+        for i in 0..options.users {
+            let id = format!("user-{i}");
+            let bytes = match place {
+                IdPlace::Header(h) => serialize_headers(&[(h.as_bytes(), id.as_bytes())]),
+                IdPlace::Cookie(c) => {
+                    let cookie = format!("{c}={id}");
+                    serialize_headers(&[(b"cookie", cookie.as_bytes())])
+                }
+            };
+            let request = CliRequest {
+                headers: SerializedHeaders::new(&bytes),
+                source: None,
+            };
+            let a = decide(config, &routing, &request, &mut rng);
+            users.requests += 1;
+            users.counts[a.version][a.reason.index()] += 1;
+        }
+    }
+    let mut anonymous = Tally::new(n_versions);
+    let empty = serialize_headers(&[]);
+    let request = CliRequest {
+        headers: SerializedHeaders::new(&empty),
+        source: None,
+    };
+    // Without a user ID source every request is anonymous: N of them.
+    let anonymous_n = options.anonymous.unwrap_or(options.users);
+    for _ in 0..anonymous_n {
+        let a = decide(config, &routing, &request, &mut rng);
+        anonymous.requests += 1;
+        anonymous.counts[a.version][a.reason.index()] += 1;
+    }
+
+    // What each population should show: the weights, with a tripped guard's share
+    // on the baseline; anonymous: baseline sends everything to the baseline.
+    let weights = config.weights_at(loaded.now_ms);
+    let mut expected = weights.clone();
+    if let Some(guard) = config.guard.as_ref().filter(|_| options.guard_tripped) {
+        let moved = expected.get(guard.version).copied().unwrap_or(0);
+        if let Some(w) = expected.get_mut(guard.version) {
+            *w = 0;
+        }
+        if let Some(w) = expected.first_mut() {
+            *w += moved;
+        }
+    }
+    let expected_anonymous: Vec<u32> = match config.anonymous {
+        Anonymous::Random => expected.clone(),
+        Anonymous::Baseline => (0..n_versions)
+            .map(|i| if i == 0 { 10_000 } else { 0 })
+            .collect(),
+    };
+    let user_outliers = users.outliers(&expected);
+    let anonymous_outliers = anonymous.outliers(&expected_anonymous);
+    let id_source = place.as_ref().map(|p| match p {
+        IdPlace::Header(h) => format!("header {h}"),
+        IdPlace::Cookie(c) => format!("cookie {c}"),
+    });
+    let policy = match config.anonymous {
+        Anonymous::Random => "random",
+        Anonymous::Baseline => "baseline",
+    };
+
+    if options.common.json {
+        let population = |t: &Tally, v: usize| {
+            let total = t.version_total(v);
+            let mut reasons = Map::new();
+            for r in Reason::ALL {
+                let c = t.counts[v][r.index()];
+                if c > 0 {
+                    reasons.insert(r.as_str().to_string(), c.into());
+                }
+            }
+            json!({
+                "count": total,
+                "share": if t.requests == 0 { 0.0 } else { total as f64 / t.requests as f64 },
+                "reasons": reasons,
+            })
+        };
+        let versions: Vec<Value> = (0..n_versions)
+            .map(|v| {
+                json!({
+                    "name": config.versions[v].name,
+                    "weight": f64::from(weights[v]) / 100.0,
+                    "users": population(&users, v),
+                    "anonymous": population(&anonymous, v),
+                })
+            })
+            .collect();
+        let out = json!({
+            "at": format_rfc3339(loaded.now_ms),
+            "buckets": config.buckets,
+            "guard_tripped": options.guard_tripped && config.guard.is_some(),
+            "users": {
+                "requests": users.requests,
+                "id_source": id_source,
+                "within_4_sigma": user_outliers.is_empty(),
+            },
+            "anonymous": {
+                "requests": anonymous.requests,
+                "policy": policy,
+                "within_4_sigma": anonymous_outliers.is_empty(),
+            },
+            "versions": versions,
+        });
+        print(&format!("{out}\n"));
+        return Ok(());
+    }
+
+    let mut out = format!(
+        "at {}, {} buckets\n",
+        format_rfc3339(loaded.now_ms),
+        config.buckets
+    );
+    match (&id_source, users.requests) {
+        (Some(source), n) if n > 0 => out.push_str(&format!(
+            "users:     {n} synthetic user IDs (user-0 to user-{}) in {source}\n",
+            n - 1
+        )),
+        (Some(_), _) => out.push_str("users:     none simulated (--users 0)\n"),
+        (None, _) => out.push_str(
+            "users:     none: the config has no hash.header or hash.cookie, so every request is anonymous\n",
+        ),
+    }
+    out.push_str(&format!(
+        "anonymous: {} requests without a user ID (anonymous: {policy})\n",
+        anonymous.requests
+    ));
+    if options.guard_tripped {
+        match &config.guard {
+            Some(g) => out.push_str(&format!(
+                "guard:     tripped: {}'s traffic goes to {}\n",
+                config.versions[g.version].name, config.versions[0].name
+            )),
+            None => out.push_str("guard:     --guard-tripped, but the config has no guard\n"),
+        }
+    }
+    out.push('\n');
+
+    let mut columns: Vec<(String, &Tally)> = Vec::new();
+    for (label, tally) in [("users", &users), ("anonymous", &anonymous)] {
+        if tally.requests == 0 {
+            continue;
+        }
+        let reasons = tally.reasons();
+        let header = match reasons.as_slice() {
+            [one] => format!("{label} ({})", one.as_str()),
+            _ => label.to_string(),
+        };
+        columns.push((header, tally));
+    }
+    let mut rows: Vec<Vec<String>> = vec![{
+        let mut h = vec!["version".to_string(), "weight".to_string()];
+        h.extend(columns.iter().map(|(name, _)| name.clone()));
+        h
+    }];
+    for (v, version) in config.versions.iter().enumerate() {
+        let mut row = vec![version.name.clone(), percent(weights[v])];
+        for (_, tally) in &columns {
+            let total = tally.version_total(v);
+            let share = 100.0 * total as f64 / tally.requests as f64;
+            let mut cell = format!("{total:>9} {share:>6.2}%");
+            if tally.reasons().len() > 1 {
+                let parts: Vec<String> = Reason::ALL
+                    .into_iter()
+                    .filter(|r| tally.counts[v][r.index()] > 0)
+                    .map(|r| format!("{} {}", r.as_str(), tally.counts[v][r.index()]))
+                    .collect();
+                if !parts.is_empty() {
+                    cell.push_str(&format!(" ({})", parts.join(", ")));
+                }
+            }
+            row.push(cell);
+        }
+        rows.push(row);
+    }
+    out.push_str(&table(&rows));
+    out.push('\n');
+
+    let listed = listed_users(config);
+    if !listed.is_empty() {
+        out.push_str(&format!(
+            "listed:    {listed}: always that version (reason user_list), not among the synthetic IDs\n"
+        ));
+    }
+    for (label, tally, outliers, expected) in [
+        ("users", &users, &user_outliers, &expected),
+        (
+            "anonymous",
+            &anonymous,
+            &anonymous_outliers,
+            &expected_anonymous,
+        ),
+    ] {
+        if tally.requests == 0 {
+            continue;
+        }
+        let expected_text = (0..n_versions)
+            .map(|v| format!("{} {}", config.versions[v].name, percent(expected[v])))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if outliers.is_empty() {
+            out.push_str(&format!(
+                "{label:<10} every share is within 4 sigma of the expected {expected_text}\n",
+                label = format!("{label}:")
+            ));
+        } else {
+            let names: Vec<&str> = outliers
+                .iter()
+                .map(|&v| config.versions[v].name.as_str())
+                .collect();
+            out.push_str(&format!(
+                "{label:<10} {} more than 4 sigma from the expected {expected_text}\n",
+                names.join(", "),
+                label = format!("{label}:")
+            ));
+        }
+    }
+    print(&out);
+    Ok(())
+}
+
+/// `canary 2, stable 1`: how many user IDs the config lists per version.
+fn listed_users(config: &Config) -> String {
+    let mut per_version = vec![0usize; config.versions.len()];
+    for &v in config.users.values() {
+        if let Some(n) = per_version.get_mut(v) {
+            *n += 1;
+        }
+    }
+    per_version
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(v, n)| format!("{} {n}", config.versions[v].name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Left-aligned columns, two spaces apart, no trailing spaces.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! `validate`: the filter's parser, and a one-line summary of what it loaded.
+
+use crate::args::Common;
+use crate::time::format_rfc3339;
+use crate::{load, print, Failure, Loaded};
+use canary_router::config::{format_basis_points, Config, ConfigError, Weight};
+use canary_router::schedule::format_duration;
+use serde_json::{json, Value};
+
+pub fn run(common: &Common) -> Result<(), Failure> {
+    let loaded = load(common, "validate")?;
+    if common.json {
+        print(&format!("{}\n", summary_json(&loaded)));
+    } else {
+        print(&format!("{}\n", summary(&loaded)));
+    }
+    Ok(())
+}
+
+/// `error: FIELD: MESSAGE` per problem, then the count, as the filter's log says it.
+pub fn errors_text(source: &str, errors: &[ConfigError]) -> String {
+    let mut out = String::new();
+    for e in errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    let n = errors.len();
+    out.push_str(&format!(
+        "{source}: config rejected ({n} problem{})\n",
+        if n == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+pub fn errors_json(errors: &[ConfigError]) -> String {
+    let errors: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({ "field": e.field, "message": e.message }))
+        .collect();
+    format!("{}\n", json!({ "valid": false, "errors": errors }))
+}
+
+/// A weight in basis points as a percentage: `10%`, `0.25%`.
+pub fn percent(bp: u32) -> String {
+    format!("{}%", format_basis_points(bp.into()))
+}
+
+/// `stable 90%, canary 10%`, and each ramp's course.
+fn versions_text(config: &Config, weights: &[u32]) -> String {
+    config
+        .versions
+        .iter()
+        .zip(weights)
+        .map(|(v, &w)| match &v.weight {
+            Weight::Scheduled(s) => {
+                let first = s.steps.first().map_or(0, |st| st.weight_basis_points);
+                format!(
+                    "{} {} (ramp{}: {} at {} to {} at {})",
+                    v.name,
+                    percent(w),
+                    if s.interpolate { ", interpolated" } else { "" },
+                    percent(first),
+                    format_rfc3339(
+                        s.start_ms
+                            .saturating_add(s.steps.first().map_or(0, |st| st.after_ms) as i64)
+                    ),
+                    percent(s.max_weight()),
+                    format_rfc3339(s.end_ms())
+                )
+            }
+            _ => format!("{} {}", v.name, percent(w)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn guard_text(config: &Config) -> String {
+    let Some(g) = &config.guard else {
+        return "no guard".to_string();
+    };
+    let name = config
+        .versions
+        .get(g.version)
+        .map_or("?", |v| v.name.as_str());
+    let margin = g
+        .baseline_margin
+        .map(|m| {
+            format!(
+                " and its rate exceeds the baseline's by {} points",
+                (m * 10_000.0).round() / 100.0
+            )
+        })
+        .unwrap_or_default();
+    let hold = g
+        .hold_ms
+        .map_or("until the config changes".to_string(), |ms| {
+            format!("for {}", format_duration(ms))
+        });
+    format!(
+        "guard on {name}: trips when more than {}% of its responses fail{margin}, with at least {} in {}; then sends its traffic to {} {hold}",
+        (g.max_error_rate * 10_000.0).round() / 100.0,
+        g.min_requests,
+        format_duration(g.window_ms),
+        config.versions.first().map_or("?", |v| v.name.as_str()),
+    )
+}
+
+/// `valid: stable 90%, canary 10%; guard on canary: ...`. With a ramp, or with
+/// `--at`, the line says at which time the weights hold.
+pub fn summary(loaded: &Loaded) -> String {
+    let config = &loaded.config;
+    let weights = config.weights_at(loaded.now_ms);
+    let when = if config.is_scheduled() || loaded.at_given {
+        format!(" at {}", format_rfc3339(loaded.now_ms))
+    } else {
+        String::new()
+    };
+    format!(
+        "valid: {} version{}: {}{when}; {}",
+        config.versions.len(),
+        if config.versions.len() == 1 { "" } else { "s" },
+        versions_text(config, &weights),
+        guard_text(config)
+    )
+}
+
+fn summary_json(loaded: &Loaded) -> Value {
+    let config = &loaded.config;
+    let weights = config.weights_at(loaded.now_ms);
+    let versions: Vec<Value> = config
+        .versions
+        .iter()
+        .zip(&weights)
+        .map(|(v, &w)| {
+            json!({
+                "name": v.name,
+                "weight": f64::from(w) / 100.0,
+                "scheduled": matches!(v.weight, Weight::Scheduled(_)),
+            })
+        })
+        .collect();
+    let guard = config.guard.as_ref().map(|g| {
+        json!({
+            "version": config.versions.get(g.version).map(|v| v.name.clone()),
+            "max_error_rate": g.max_error_rate,
+            "baseline_margin": g.baseline_margin,
+            "min_requests": g.min_requests,
+            "window": format_duration(g.window_ms),
+            "hold": g.hold_ms.map_or("forever".to_string(), format_duration),
+        })
+    });
+    json!({
+        "valid": true,
+        "at": format_rfc3339(loaded.now_ms),
+        "versions": versions,
+        "route_header": config.route_header,
+        "buckets": config.buckets,
+        "guard": guard,
+    })
+}
