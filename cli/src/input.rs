@@ -104,6 +104,22 @@ pub fn plugin_json(bytes: &[u8], format: Format) -> Result<Vec<u8>, Vec<ConfigEr
     }
 }
 
+/// Drops serde_json's ` at line L column C` from a message.
+pub fn without_position(mut error: ConfigError) -> ConfigError {
+    if let Some(at) = error.message.rfind(" at line ") {
+        let tail = &error.message[at + " at line ".len()..];
+        let is_position = tail.split_once(" column ").is_some_and(|(line, column)| {
+            [line, column]
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if is_position {
+            error.message.truncate(at);
+        }
+    }
+    error
+}
+
 fn error(field: &str, message: impl Into<String>) -> Vec<ConfigError> {
     vec![ConfigError {
         field: field.to_string(),
@@ -155,8 +171,8 @@ fn from_resource(resource: &Value) -> Result<Value, Vec<ConfigError>> {
             Some(v) => v,
             None => {
                 return Err(error(
-                    "",
-                    format!("the {kind} has no {} for the filter", path.join(".")),
+                    &path.join("."),
+                    format!("missing: the {kind} carries no config for the filter"),
                 ))
             }
         };
@@ -227,6 +243,26 @@ mod tests {
     }
 
     #[test]
+    fn positions_are_dropped_only_when_they_are_positions() {
+        let e = |m: &str| {
+            without_position(ConfigError {
+                field: "f".into(),
+                message: m.into(),
+            })
+            .message
+        };
+        assert_eq!(
+            e("missing field `x` at line 1 column 29"),
+            "missing field `x`"
+        );
+        assert_eq!(
+            e("`at line 5` at line x column 2"),
+            "`at line 5` at line x column 2"
+        );
+        assert_eq!(e("120 is above 100"), "120 is above 100");
+    }
+
+    #[test]
     fn unusable_yaml_is_an_invalid_config() {
         assert_eq!(error_of("", Format::Yaml), "the config is empty");
         assert!(error_of("versions: [", Format::Yaml).starts_with("not valid YAML"));
@@ -241,7 +277,7 @@ mod tests {
                 "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nspec: {url: x}\n",
                 Format::Yaml
             ),
-            "the WasmPlugin has no spec.pluginConfig for the filter"
+            "spec.pluginConfig: missing: the WasmPlugin carries no config for the filter"
         );
     }
 }

@@ -155,6 +155,11 @@ impl From<UsageError> for Failure {
     }
 }
 
+/// What the filter's host layer (`on_configure` in src/filter.rs) says when Envoy
+/// hands it no configuration bytes at all; `Config::from_json` never sees those.
+const EMPTY_CONFIGURATION: &str =
+    "the plugin configuration is empty: it must be a JSON object with at least `versions`";
+
 /// A loaded config and the moment to evaluate it at.
 pub struct Loaded {
     pub source: String,
@@ -184,9 +189,19 @@ pub fn load(common: &Common, command: &'static str) -> Result<Loaded, Failure> {
         errors,
         json: common.json,
     };
-    let json =
-        input::plugin_json(&bytes, input::format_of(&common.config, &bytes)).map_err(invalid)?;
-    let config = Config::from_json(&json).map_err(invalid)?;
+    let format = input::format_of(&common.config, &bytes);
+    let json = input::plugin_json(&bytes, format).map_err(invalid)?;
+    if json.is_empty() {
+        return Err(invalid(vec![ConfigError {
+            field: String::new(),
+            message: EMPTY_CONFIGURATION.to_string(),
+        }]));
+    }
+    let config = Config::from_json(&json).map_err(|errors| match format {
+        input::Format::Json => invalid(errors),
+        // Positions in the JSON made from the YAML would only mislead; the field says where.
+        input::Format::Yaml => invalid(errors.into_iter().map(input::without_position).collect()),
+    })?;
     Ok(Loaded {
         source: source.clone(),
         config,

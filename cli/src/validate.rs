@@ -96,7 +96,7 @@ fn guard_text(config: &Config) -> String {
             format!("for {}", format_duration(ms))
         });
     format!(
-        "guard on {name}: trips when more than {}% of its responses fail{margin}, with at least {} in {}; then sends its traffic to {} {hold}",
+        "guard on {name}: trips when more than {}% of its responses fail{margin} (at least {} in a {} window), then sends {name}'s traffic to {} {hold}",
         (g.max_error_rate * 10_000.0).round() / 100.0,
         g.min_requests,
         format_duration(g.window_ms),
@@ -110,12 +110,12 @@ pub fn summary(loaded: &Loaded) -> String {
     let config = &loaded.config;
     let weights = config.weights_at(loaded.now_ms);
     let when = if config.is_scheduled() || loaded.at_given {
-        format!(" at {}", format_rfc3339(loaded.now_ms))
+        format!(", at {}", format_rfc3339(loaded.now_ms))
     } else {
         String::new()
     };
     format!(
-        "valid: {} version{}: {}{when}; {}",
+        "valid: {} version{}{when}: {}; {}",
         config.versions.len(),
         if config.versions.len() == 1 { "" } else { "s" },
         versions_text(config, &weights),

@@ -17,16 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The repository root: the crate's own directory, or for the tests of a workspace
-/// member that include this file (cli/), the nearest directory above it with
-/// `envoy/envoy.yaml`.
 pub fn repo_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .ancestors()
-        .find(|dir| dir.join("envoy/envoy.yaml").exists())
-        .unwrap_or(manifest_dir)
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The Envoy binary: `$ENVOY_BIN`, else the one `make envoy` installs.
