@@ -28,8 +28,9 @@ pub struct Common {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explain {
     pub common: Common,
-    /// `--header NAME=VALUE` and `--cookie` pairs become one `cookie` header, in order.
+    /// `--header NAME=VALUE`, names in lower case, in order.
     pub headers: Vec<(String, String)>,
+    /// `--cookie NAME=VALUE`: they become one `cookie` header, in order.
     pub cookies: Vec<(String, String)>,
     pub source: Option<IpAddr>,
     pub guard_tripped: bool,

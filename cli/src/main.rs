@@ -32,9 +32,10 @@ the split. The filter's own parser and decision code, run natively.
 Usage:
   canary-router validate CONFIG [--at TIME] [--json]
   canary-router explain  CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]...
-                                [--source IP] [--at TIME] [--guard-tripped] [--json]
+                                [--source IP] [--at TIME] [--guard-tripped]
+                                [--seed N] [--json]
   canary-router simulate CONFIG [--users N] [--anonymous N] [--at TIME]
-                                [--guard-tripped] [--json]
+                                [--guard-tripped] [--seed N] [--json]
   canary-router schema
   canary-router help [COMMAND]      (or COMMAND --help)
   canary-router --version
@@ -80,7 +81,8 @@ Options:
 
 const HELP_EXPLAIN: &str = "\
 canary-router explain CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]...
-                             [--source IP] [--at TIME] [--guard-tripped] [--json]
+                             [--source IP] [--at TIME] [--guard-tripped] [--seed N]
+                             [--json]
 
 Describes the request with headers and cookies, runs the filter's decision on it and
 prints the version (the value the filter writes into the route header), the reason

@@ -235,7 +235,8 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
         for (_, tally) in &columns {
             let total = tally.version_total(v);
             let share = 100.0 * total as f64 / tally.requests as f64;
-            let mut cell = format!("{total:>9} {share:>6.2}%");
+            let width = tally.requests.to_string().len();
+            let mut cell = format!("{total:>width$}  {share:>6.2}%");
             if tally.reasons().len() > 1 {
                 let parts: Vec<String> = Reason::ALL
                     .into_iter()
