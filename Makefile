@@ -10,7 +10,7 @@ ENVOY        := $(TOOLS)/bin/envoy
 WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 
-.PHONY: all build wasm-target envoy demo demo-rollback test unit e2e lint clean
+.PHONY: all build wasm-target envoy demo demo-rollback test unit e2e lint clean oci istio-manifests promtool istio-test
 
 all: build
 
@@ -61,3 +61,6 @@ lint: wasm-target
 clean:
 	$(CARGO) clean
 	rm -rf $(TOOLS)
+
+# Istio: OCI image, rendered manifests, promtool (see istio/README.md).
+include istio/istio.mk
