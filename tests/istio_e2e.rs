@@ -9,7 +9,7 @@ mod harness;
 mod istio_support;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Reason, Rng};
+use canary_router::decide::{decide, Reason, Rng, Routing};
 use canary_router::request::{serialize_headers, SerializedHeaders};
 use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions, Metrics};
 use istio_support::{
@@ -29,7 +29,13 @@ fn shipped_istio_json() -> String {
 
 fn expected(config: &Config, user: &str) -> (String, Reason) {
     let map = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
-    let a = decide(config, &SerializedHeaders::new(&map), &mut Rng::new(0));
+    let routing = Routing::at(config, 0);
+    let a = decide(
+        config,
+        &routing,
+        &SerializedHeaders::new(&map),
+        &mut Rng::new(0),
+    );
     (config.versions[a.version].name.clone(), a.reason)
 }
 
@@ -152,13 +158,29 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
         ),
         100.0
     );
+    // The gauges the dashboard's weight and guard panels read.
+    assert_eq!(
+        metrics.value("canary_weight_basis_points", &[("version", "canary")]),
+        1000.0
+    );
+    assert_eq!(
+        metrics.value("canary_weight_basis_points", &[("version", "stable")]),
+        9000.0
+    );
+    assert_eq!(
+        metrics.value("canary_guard_tripped", &[("version", "canary")]),
+        0.0
+    );
+    assert_eq!(
+        metrics.sum("canary_requests_total", &[("reason", "guard")]),
+        0.0
+    );
 
     assert_rules_and_dashboard_select_real_series(&metrics);
 }
 
 /// Every canary-router selector in the rules and the dashboard matches a series the
-/// real filter exported (with the label it filters on), except the ramp/guard
-/// gauges, which come with the ramp schedule and rollback guard.
+/// real filter exported, with the labels it filters on.
 fn assert_rules_and_dashboard_select_real_series(metrics: &Metrics) {
     let rules = load_docs(&repo_root(), "istio/monitoring/prometheus-rules.yaml").expect("rules");
     let mut exprs: Vec<String> = rules[0].value["groups"]
@@ -179,13 +201,9 @@ fn assert_rules_and_dashboard_select_real_series(metrics: &Metrics) {
         }
     }
     let exported: BTreeSet<&str> = metrics.samples.iter().map(|(n, _, _)| n.as_str()).collect();
-    let pending = ["canary_weight_basis_points", "canary_guard_tripped"];
     let mut checked = BTreeSet::new();
     for expr in &exprs {
         for s in selectors(expr, &["canary_"]) {
-            if pending.contains(&s.metric.as_str()) && !exported.contains(s.metric.as_str()) {
-                continue;
-            }
             assert!(
                 exported.contains(s.metric.as_str()),
                 "{} (in {expr}) is not exported; exported: {exported:?}",
@@ -214,6 +232,8 @@ fn assert_rules_and_dashboard_select_real_series(metrics: &Metrics) {
         }
     }
     for m in [
+        "canary_weight_basis_points",
+        "canary_guard_tripped",
         "canary_requests_total",
         "canary_responses_total",
         "canary_request_duration_milliseconds_bucket",
@@ -222,35 +242,62 @@ fn assert_rules_and_dashboard_select_real_series(metrics: &Metrics) {
     }
 }
 
-/// The series the error-rate alert divides: a failing canary shows up as
-/// canary_responses_total{version="canary",code_class="5xx"}.
+/// A failing canary, as the error alert and the guard panel see it: its 5xx are
+/// counted as canary_responses_total{version="canary",code_class="5xx"}, and the
+/// shipped guard (over 5% failures among at least 50 responses) sends the canary's
+/// users back to stable on this proxy, with canary_guard_tripped at 1.
 #[test]
-fn a_failing_canary_shows_in_the_series_the_error_alert_reads() {
+fn a_failing_canary_trips_the_shipped_guard_and_shows_in_the_alerted_series() {
     let json = shipped_istio_json();
     let config = Config::from_json(json.as_bytes()).expect("config");
     let mut options = EnvoyOptions::with_config(json);
-    options.upstream_status.insert("canary".into(), 503);
+    // Envoy answers 503 itself: the canary's cluster points at a closed port.
+    options.dead_upstreams.push("canary".into());
     let envoy = Envoy::start(options);
     let mut client = envoy.client();
-    let users = user_ids("istio-failing", 400);
-    let mut canary = 0;
+    let users = user_ids("istio-failing", 1500);
+    let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
     for user in &users {
         let response = client.get_with(&[("x-user-id", user)]);
-        if expected(&config, user).0 == "canary" {
-            assert_eq!(response.status, 503);
-            canary += 1;
-        } else {
-            assert_eq!(response.status, 200);
+        match (expected(&config, user).0.as_str(), response.status) {
+            ("canary", 503) => {
+                assert_eq!(rerouted, 0, "no canary failure after the guard tripped");
+                failed += 1;
+            }
+            ("canary", 200) => {
+                assert_eq!(response.served_by(), "stable");
+                rerouted += 1;
+            }
+            ("stable", 200) => stable_ok += 1,
+            (v, status) => panic!("user {user} ({v}): status {status}"),
         }
     }
-    assert!(canary > 0);
+    // The guard may trip once it has 50 canary responses; every one failed, so it
+    // trips then, and the canary's users after that are served by stable.
+    assert!(
+        (50..=55).contains(&failed),
+        "canary failures before the trip: {failed} (min_requests 50)"
+    );
+    assert!(rerouted > 50, "canary users rerouted to stable: {rerouted}");
+
     let metrics = envoy.prometheus();
+    assert_eq!(
+        metrics.value("canary_guard_tripped", &[("version", "canary")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_requests_total",
+            &[("version", "stable"), ("reason", "guard")]
+        ),
+        rerouted as f64
+    );
     assert_eq!(
         metrics.value(
             "canary_responses_total",
             &[("version", "canary"), ("code_class", "5xx")]
         ),
-        canary as f64
+        failed as f64
     );
     assert_eq!(
         metrics.value(
@@ -264,22 +311,22 @@ fn a_failing_canary_shows_in_the_series_the_error_alert_reads() {
             "canary_responses_total",
             &[("version", "stable"), ("code_class", "2xx")]
         ),
-        (users.len() - canary) as f64
+        (stable_ok + rerouted) as f64
     );
-    // The latency histogram has its buckets per version (histograms reach the admin
-    // endpoint at Envoy's next stats flush).
+    // The latency histogram per version (histograms reach the admin endpoint at
+    // Envoy's next stats flush).
     let complete = harness::wait_until(std::time::Duration::from_secs(20), || {
         envoy.prometheus().value(
             "canary_request_duration_milliseconds_count",
             &[("version", "canary")],
-        ) == canary as f64
+        ) == failed as f64
     });
     assert!(
         complete,
         "the duration histogram counted every canary response"
     );
-    let metrics = envoy.prometheus();
-    let buckets = metrics
+    let buckets = envoy
+        .prometheus()
         .samples
         .iter()
         .filter(|(n, l, _)| {
@@ -288,11 +335,4 @@ fn a_failing_canary_shows_in_the_series_the_error_alert_reads() {
         })
         .count();
     assert!(buckets > 5, "histogram buckets for canary: {buckets}");
-    assert_eq!(
-        metrics.value(
-            "canary_request_duration_milliseconds_count",
-            &[("version", "stable")]
-        ),
-        (users.len() - canary) as f64
-    );
 }

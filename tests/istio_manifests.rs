@@ -6,7 +6,7 @@
 
 mod istio_support;
 
-use canary_router::config::{Anonymous, Config};
+use canary_router::config::{Anonymous, Config, Weight};
 use istio_support::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -15,6 +15,12 @@ use std::path::Path;
 
 fn root() -> std::path::PathBuf {
     repo_root()
+}
+
+/// A config with the fingerprint of its text cleared: to compare meanings.
+fn same_but_text(mut config: Config) -> Config {
+    config.fingerprint = 0;
+    config
 }
 
 fn problems(schemas: &Schemas, docs: &[Doc]) -> Vec<String> {
@@ -116,8 +122,8 @@ fn the_shipped_plugin_config_is_the_documented_one() {
         let names: Vec<&str> = config.versions.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["stable", "canary"], "{}", plugin.id());
         assert_eq!(
-            config.versions[1].weight_basis_points,
-            1000,
+            config.versions[1].weight,
+            Weight::Fixed(1000),
             "10% canary: {}",
             plugin.id()
         );
@@ -170,26 +176,32 @@ fn plugin_config_becomes_the_json_istio_hands_to_envoy() {
     let text = istio_plugin_config_json(&plugin.value["spec"]["pluginConfig"]);
     // Compact, keys sorted (jsonpb sorts Struct fields), integers without ".0".
     assert!(
-        text.starts_with(
-            "{\"anonymous\":\"baseline\",\"hash\":{\"buckets\":10000,\"cookie\":\"uid\","
-        ),
+        text.starts_with("{\"anonymous\":\"baseline\",\"guard\":{\"baseline_margin\":0.02,"),
         "{text}"
     );
+    assert!(
+        text.contains(",\"hash\":{\"buckets\":10000,\"cookie\":\"uid\","),
+        "{text}"
+    );
+    assert!(text.contains("\"min_requests\":50,"), "{text}");
     assert!(
         text.contains("{\"name\":\"canary\",\"weight\":10}"),
         "{text}"
     );
-    assert!(!text.contains(' ') && !text.contains(".0"), "{text}");
+    assert!(
+        !text.contains(' ') && !text.contains(".0,") && !text.contains(".0}"),
+        "{text}"
+    );
     // The filter reads it as it reads the same config written by hand.
     let by_hand = serde_json::to_string(&plugin.value["spec"]["pluginConfig"]).expect("json");
     assert_eq!(
-        Config::from_json(text.as_bytes()).expect("Istio's JSON"),
-        Config::from_json(by_hand.as_bytes()).expect("plain JSON")
+        same_but_text(Config::from_json(text.as_bytes()).expect("Istio's JSON")),
+        same_but_text(Config::from_json(by_hand.as_bytes()).expect("plain JSON"))
     );
     // A fractional weight survives the Struct round trip.
     let quarter = json!({"versions": [{"name": "stable"}, {"name": "canary", "weight": 0.25}]});
     let config = Config::from_json(istio_plugin_config_json(&quarter).as_bytes()).expect("0.25%");
-    assert_eq!(config.versions[1].weight_basis_points, 25);
+    assert_eq!(config.versions[1].weight, Weight::Fixed(25));
 }
 
 /// Applies `mutate` to the shipped manifests and expects a finding containing `expected`.
@@ -315,6 +327,20 @@ fn the_checks_reject_broken_manifests() {
             plugin(d)["pluginConfig"]["versions"][1]["weight"] = json!(20);
         },
     );
+    // ... but the override block may differ (a token at the internet-facing edge).
+    {
+        let mut docs = load_manifests(&root());
+        let gw = doc_mut(
+            &mut docs,
+            "gateway/wasmplugin.yaml",
+            "WasmPlugin",
+            "canary-router",
+        );
+        gw["spec"]["pluginConfig"]["override"]["token"] =
+            json!({"header": "x-canary-token", "values": ["0123456789abcdef-rotate-me"]});
+        let errors = problems(&schemas, &docs);
+        assert!(errors.is_empty(), "{}", errors.join("\n"));
+    }
     // Routes against the config.
     assert_rejected(
         &schemas,

@@ -781,10 +781,15 @@ pub fn cross_check(docs: &[Doc]) -> Vec<String> {
             ));
         }
     }
-    // One config for the whole rollout: every proxy must decide alike.
+    // One config for the whole rollout: every proxy must decide alike. Only the
+    // override block may differ (e.g. a token at the internet-facing gateway), and
+    // the fingerprint of the config's text.
     if let Some(((first, first_config), rest)) = configs.split_first() {
         for (other, config) in rest {
-            if config != first_config {
+            let mut comparable = config.clone();
+            comparable.override_ = first_config.override_.clone();
+            comparable.fingerprint = first_config.fingerprint;
+            if &comparable != first_config {
                 errors.push(format!(
                     "{}: pluginConfig differs from {}'s: every proxy must run the same config",
                     other.id(),
