@@ -11,7 +11,7 @@ WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 CLI          := target/release/canary-router
 
-.PHONY: all build wasm cli schema wasm-target envoy demo demo-rollback test unit e2e lint clean
+.PHONY: all build wasm cli schema wasm-target envoy demo demo-rollback test unit e2e lint clean oci istio-manifests promtool istio-test
 
 all: build
 
@@ -81,3 +81,6 @@ lint: wasm-target
 clean:
 	$(CARGO) clean
 	rm -rf $(TOOLS)
+
+# Istio: OCI image, rendered manifests, promtool (see istio/README.md).
+include istio/istio.mk

@@ -5,6 +5,7 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
+use canary_router::schedule::format_rfc3339;
 use harness::{user_ids, Envoy, EnvoyOptions};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,7 @@ fn main() {
   "guard": {{ "version": "canary", "max_error_rate": 0.05, "min_requests": 30,
              "window": "10s", "status": ["5xx"], "hold": "forever" }}
 }}"#,
-        format_rfc3339_seconds(start_ms / 1000)
+        format_rfc3339(start_ms as i64)
     );
     println!("Plugin config:\n{config}\n");
     let envoy = Envoy::start(EnvoyOptions::with_config(config));
@@ -41,7 +42,7 @@ fn main() {
     };
     println!(
         "The ramp starts at {}; 400 users a second, sticky by x-user-id:",
-        format_rfc3339_seconds(start_ms / 1000)
+        format_rfc3339(start_ms as i64)
     );
     println!(" time  weight  canary share   5xx");
     for second in 0..24u64 {
@@ -95,25 +96,4 @@ fn main() {
     }
     drop(envoy);
     println!("\nEnvoy stopped.");
-}
-
-/// Unix seconds as an RFC 3339 UTC time.
-fn format_rfc3339_seconds(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
 }

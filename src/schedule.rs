@@ -195,6 +195,33 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     Ok(seconds * 1000 + millis)
 }
 
+/// Formats unix milliseconds as RFC 3339 UTC with milliseconds, the inverse of
+/// [`parse_rfc3339`]: `2026-12-01T09:00:00.000Z`.
+pub fn format_rfc3339(ms: i64) -> String {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+/// The date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -257,6 +284,20 @@ mod tests {
             "２026-12-01T09:00:00Z",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn formatting_is_the_inverse_of_parsing() {
+        assert_eq!(format_rfc3339(START), "2026-12-01T09:00:00.000Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        for ms in [
+            START + 123,
+            1_709_164_800_999,
+            951_782_400_000,
+            4_102_444_799_000,
+        ] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Ok(ms));
         }
     }
 

@@ -581,20 +581,27 @@ impl Metrics {
         Metrics { samples }
     }
 
-    /// The value of the series `name` whose labels include all of `labels`;
-    /// 0 when absent. Panics if several series match (ask more precisely).
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let matching: Vec<f64> = self
-            .samples
+    /// Values of the series `name` whose labels include all of `labels`.
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = f64> + 'a {
+        self.samples
             .iter()
-            .filter(|(n, l, _)| {
+            .filter(move |(n, l, _)| {
                 n == name
                     && labels
                         .iter()
                         .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, _, v)| *v)
-            .collect();
+    }
+
+    /// The value of the series `name` whose labels include all of `labels`;
+    /// 0 when absent. Panics if several series match (ask more precisely).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matching: Vec<f64> = self.matching(name, labels).collect();
         assert!(
             matching.len() <= 1,
             "{name}{labels:?} matches {} series",
@@ -605,16 +612,7 @@ impl Metrics {
 
     /// Sum over every series of `name` whose labels include `labels`.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, _, v)| *v)
-            .sum()
+        self.matching(name, labels).sum()
     }
 
     pub fn lines_for(&self, prefix: &str) -> Vec<String> {

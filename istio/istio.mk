@@ -1,0 +1,57 @@
+# Istio packaging and manifests; included by the top-level Makefile.
+#
+#   make oci                 OCI image layout of the filter in Istio's Wasm format
+#                            (target/oci/canary-router, + .tar), prints its digest
+#   make istio-manifests IMAGE=oci://REGISTRY/canary-router:0.1.0 [PLUGIN_CONFIG=my.json]
+#                            renders istio/ with your image, its sha256 and your config
+#                            into target/istio-manifests/
+#   make promtool            Prometheus' promtool (Debian package) into .tools/, for
+#                            the tests of istio/monitoring/
+#   make istio-test          only the Istio tests (manifests, OCI image, monitoring, e2e)
+
+OCI_NAME     := canary-router
+OCI_TAG      ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+OCI_DIR      := target/oci/$(OCI_NAME)
+OCI_ARCHIVE  := target/oci/$(OCI_NAME).tar
+PROMTOOL     := $(TOOLS)/bin/promtool
+
+IMAGE         ?= oci://ghcr.io/example/canary-router:$(OCI_TAG)
+PLUGIN_CONFIG ?=
+# The WasmPlugin's sha256: "auto" = the manifest digest of $(OCI_DIR) (what `make oci`
+# built and you pushed); a 64-hex digest; or empty for none.
+SHA256        ?= auto
+MANIFESTS_OUT ?= target/istio-manifests
+
+## oci: the filter as an OCI image layout (no container engine needed), and its digest
+oci: build
+	python3 istio/oci_image.py --wasm $(WASM) --out $(OCI_DIR) --tag $(OCI_TAG) --archive $(OCI_ARCHIVE)
+	@echo "push:  oras cp --from-oci-layout $(OCI_DIR):$(OCI_TAG) REGISTRY/$(OCI_NAME):$(OCI_TAG)"
+	@echo "   or  crane push $(OCI_DIR) REGISTRY/$(OCI_NAME):$(OCI_TAG)"
+	@echo "   or  skopeo copy --preserve-digests oci:$(OCI_DIR):$(OCI_TAG) docker://REGISTRY/$(OCI_NAME):$(OCI_TAG)"
+
+## istio-manifests: istio/ rendered with IMAGE, its sha256 and PLUGIN_CONFIG
+istio-manifests: oci
+	$(CARGO) run --quiet --release --example istio_manifests -- \
+		--image '$(IMAGE)' --sha256 '$(SHA256)' --oci-layout $(OCI_DIR) \
+		$(if $(PLUGIN_CONFIG),--plugin-config '$(PLUGIN_CONFIG)') --out $(MANIFESTS_OUT)
+
+## promtool: checks and unit-tests the Prometheus rules (tests/istio_monitoring.rs)
+promtool: $(PROMTOOL)
+
+# promtool ships in Debian's `prometheus` package; only the binary is unpacked (no
+# service is installed or started). Elsewhere: put a promtool at $(PROMTOOL).
+$(PROMTOOL):
+	@command -v apt-get >/dev/null || { echo "promtool: no apt-get here; install Prometheus' promtool and copy it to $(PROMTOOL)"; exit 1; }
+	rm -rf $(TOOLS)/deb && mkdir -p $(TOOLS)/deb $(dir $(PROMTOOL))
+	cd $(TOOLS)/deb && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb --fsys-tarfile $(TOOLS)/deb/prometheus_*.deb | tar -x -C $(TOOLS)/deb ./usr/bin/promtool
+	mv $(TOOLS)/deb/usr/bin/promtool $(PROMTOOL)
+	rm -rf $(TOOLS)/deb
+	$(PROMTOOL) --version
+
+## istio-test: the Istio tests only
+istio-test: build envoy promtool
+	$(CARGO) test --release --test istio_manifests --test oci_image --test istio_monitoring --test istio_e2e
+
+# The Istio tests run in `make test` and `make e2e` too; they need promtool.
+test e2e: promtool

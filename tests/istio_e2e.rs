@@ -1,0 +1,338 @@
+//! End-to-end: the pluginConfig shipped in istio/app/wasmplugin.yaml, turned into
+//! the JSON string Istio hands to Envoy, runs in a real Envoy 1.40 with the built
+//! filter and does what the guide says: 10% of users on the canary by a sticky
+//! hash, QA users and the override header on the canary, anonymous requests and
+//! spoofed route headers on stable. The metrics it exports are the series the
+//! Prometheus rules and the Grafana dashboard select.
+
+mod harness;
+mod istio_support;
+
+use canary_router::config::Config;
+use canary_router::decide::{decide, Reason, Rng, Routing};
+use canary_router::request::{serialize_headers, SerializedHeaders};
+use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions, Metrics};
+use istio_support::{
+    istio_plugin_config_json, load_docs, load_manifests, of_kind, repo_root, selectors,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The JSON the sidecar WasmPlugin's pluginConfig becomes in Envoy.
+fn shipped_istio_json() -> String {
+    let docs = load_manifests(&repo_root());
+    let plugin = of_kind(&docs, "WasmPlugin")
+        .into_iter()
+        .find(|p| p.file == "istio/app/wasmplugin.yaml")
+        .expect("istio/app/wasmplugin.yaml");
+    istio_plugin_config_json(&plugin.value["spec"]["pluginConfig"])
+}
+
+fn expected(config: &Config, user: &str) -> (String, Reason) {
+    let map = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
+    let routing = Routing::at(config, 0);
+    let a = decide(
+        config,
+        &routing,
+        &SerializedHeaders::new(&map),
+        &mut Rng::new(0),
+    );
+    (config.versions[a.version].name.clone(), a.reason)
+}
+
+const USERS: usize = 3000;
+
+#[test]
+fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
+    let json = shipped_istio_json();
+    let config = Config::from_json(json.as_bytes()).expect("the filter accepts Istio's JSON");
+    let envoy = Envoy::start(EnvoyOptions::with_config(json));
+    let mut client = envoy.client();
+
+    // 3000 distinct users: the documented 10%, user by user as the formula says.
+    let users = user_ids("istio-wasmplugin", USERS);
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    for user in &users {
+        let response = client.get_with(&[("x-user-id", user)]);
+        assert_eq!(response.status, 200, "user {user}");
+        let version = response.served_by();
+        assert_eq!(version, expected(&config, user).0, "user {user}");
+        *served.entry(version).or_default() += 1;
+    }
+    let canary = served.get("canary").copied().unwrap_or(0);
+    println!(
+        "canary: {canary} of {USERS} users ({:.2}%)",
+        100.0 * canary as f64 / USERS as f64
+    );
+    assert_within_4_sigma("canary share of users", canary, USERS, 0.10);
+    assert_eq!(canary + served.get("stable").copied().unwrap_or(0), USERS);
+
+    // Sticky: a user keeps their version (also when sent as the uid cookie).
+    let (sticky_user, sticky_version) = users
+        .iter()
+        .map(|u| (u, expected(&config, u).0))
+        .find(|(_, v)| v == "canary")
+        .expect("some canary user");
+    for _ in 0..20 {
+        assert_eq!(
+            client.get_with(&[("x-user-id", sticky_user)]).served_by(),
+            sticky_version
+        );
+        let cookie = format!("uid={sticky_user}");
+        assert_eq!(
+            client.get_with(&[("cookie", &cookie)]).served_by(),
+            sticky_version
+        );
+    }
+
+    // QA users are always on the canary; the override header picks a version;
+    // requests without a user ID stay on stable (anonymous: baseline); a client
+    // cannot pick a version with the route header.
+    for qa in ["qa-alice", "qa-bob"] {
+        assert_eq!(client.get_with(&[("x-user-id", qa)]).served_by(), "canary");
+    }
+    let stable_user = users
+        .iter()
+        .find(|u| expected(&config, u).0 == "stable")
+        .expect("some stable user");
+    assert_eq!(
+        client
+            .get_with(&[("x-user-id", stable_user), ("x-canary", "canary")])
+            .served_by(),
+        "canary"
+    );
+    assert_eq!(
+        client
+            .get_with(&[("x-user-id", sticky_user), ("cookie", "canary=stable")])
+            .served_by(),
+        "stable"
+    );
+    for _ in 0..50 {
+        assert_eq!(client.get_with(&[]).served_by(), "stable");
+        assert_eq!(
+            client
+                .get_with(&[("x-canary-version", "canary")])
+                .served_by(),
+            "stable",
+            "a client-sent route header is overwritten"
+        );
+    }
+
+    // The counters: what was sent, per version and reason, with Istio's tags as labels.
+    let metrics = envoy.prometheus();
+    let hash_canary = metrics.value(
+        "canary_requests_total",
+        &[("version", "canary"), ("reason", "hash")],
+    );
+    let hash_stable = metrics.value(
+        "canary_requests_total",
+        &[("version", "stable"), ("reason", "hash")],
+    );
+    // 3000 split users + 20 sticky requests by header and 20 by cookie.
+    assert_eq!(hash_canary, (canary + 40) as f64);
+    assert_eq!(hash_stable, (USERS - canary) as f64);
+    assert_eq!(
+        metrics.value(
+            "canary_requests_total",
+            &[("version", "canary"), ("reason", "user_list")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_requests_total",
+            &[("version", "canary"), ("reason", "override")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_requests_total",
+            &[("version", "stable"), ("reason", "override")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_requests_total",
+            &[("version", "stable"), ("reason", "baseline")]
+        ),
+        100.0
+    );
+    // The gauges the dashboard's weight and guard panels read.
+    assert_eq!(
+        metrics.value("canary_weight_basis_points", &[("version", "canary")]),
+        1000.0
+    );
+    assert_eq!(
+        metrics.value("canary_weight_basis_points", &[("version", "stable")]),
+        9000.0
+    );
+    assert_eq!(
+        metrics.value("canary_guard_tripped", &[("version", "canary")]),
+        0.0
+    );
+    assert_eq!(
+        metrics.sum("canary_requests_total", &[("reason", "guard")]),
+        0.0
+    );
+
+    assert_rules_and_dashboard_select_real_series(&metrics);
+}
+
+/// Every canary-router selector in the rules and the dashboard matches a series the
+/// real filter exported, with the labels it filters on.
+fn assert_rules_and_dashboard_select_real_series(metrics: &Metrics) {
+    let rules = load_docs(&repo_root(), "istio/monitoring/prometheus-rules.yaml").expect("rules");
+    let mut exprs: Vec<String> = rules[0].value["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").iter())
+        .map(|r| r["expr"].as_str().expect("expr").to_string())
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("istio/monitoring/grafana-dashboard.json"))
+            .expect("dashboard"),
+    )
+    .expect("JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    let exported: BTreeSet<&str> = metrics.samples.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut checked = BTreeSet::new();
+    for expr in &exprs {
+        for s in selectors(expr, &["canary_"]) {
+            assert!(
+                exported.contains(s.metric.as_str()),
+                "{} (in {expr}) is not exported; exported: {exported:?}",
+                s.metric
+            );
+            for (label, op, value) in &s.matchers {
+                let series: Vec<_> = metrics
+                    .samples
+                    .iter()
+                    .filter(|(n, _, _)| n == &s.metric)
+                    .collect();
+                assert!(
+                    series.iter().all(|(_, l, _)| l.contains_key(label)),
+                    "{} has no label {label}",
+                    s.metric
+                );
+                if op == "=" {
+                    assert!(
+                        series.iter().any(|(_, l, _)| l.get(label) == Some(value)),
+                        "no {}{{{label}=\"{value}\"}} series",
+                        s.metric
+                    );
+                }
+            }
+            checked.insert(s.metric.clone());
+        }
+    }
+    for m in [
+        "canary_weight_basis_points",
+        "canary_guard_tripped",
+        "canary_requests_total",
+        "canary_responses_total",
+        "canary_request_duration_milliseconds_bucket",
+    ] {
+        assert!(checked.contains(m), "{m} checked");
+    }
+}
+
+/// A failing canary, as the error alert and the guard panel see it: its 5xx are
+/// counted as canary_responses_total{version="canary",code_class="5xx"}, and the
+/// shipped guard (over 5% failures among at least 50 responses) sends the canary's
+/// users back to stable on this proxy, with canary_guard_tripped at 1.
+#[test]
+fn a_failing_canary_trips_the_shipped_guard_and_shows_in_the_alerted_series() {
+    let json = shipped_istio_json();
+    let config = Config::from_json(json.as_bytes()).expect("config");
+    let mut options = EnvoyOptions::with_config(json);
+    // Envoy answers 503 itself: the canary's cluster points at a closed port.
+    options.dead_upstreams.push("canary".into());
+    let envoy = Envoy::start(options);
+    let mut client = envoy.client();
+    let users = user_ids("istio-failing", 1500);
+    let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
+    for user in &users {
+        let response = client.get_with(&[("x-user-id", user)]);
+        match (expected(&config, user).0.as_str(), response.status) {
+            ("canary", 503) => {
+                assert_eq!(rerouted, 0, "no canary failure after the guard tripped");
+                failed += 1;
+            }
+            ("canary", 200) => {
+                assert_eq!(response.served_by(), "stable");
+                rerouted += 1;
+            }
+            ("stable", 200) => stable_ok += 1,
+            (v, status) => panic!("user {user} ({v}): status {status}"),
+        }
+    }
+    // The guard may trip once it has 50 canary responses; every one failed, so it
+    // trips then, and the canary's users after that are served by stable.
+    assert!(
+        (50..=55).contains(&failed),
+        "canary failures before the trip: {failed} (min_requests 50)"
+    );
+    assert!(rerouted > 50, "canary users rerouted to stable: {rerouted}");
+
+    let metrics = envoy.prometheus();
+    assert_eq!(
+        metrics.value("canary_guard_tripped", &[("version", "canary")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_requests_total",
+            &[("version", "stable"), ("reason", "guard")]
+        ),
+        rerouted as f64
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_responses_total",
+            &[("version", "canary"), ("code_class", "5xx")]
+        ),
+        failed as f64
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_responses_total",
+            &[("version", "stable"), ("code_class", "5xx")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        metrics.value(
+            "canary_responses_total",
+            &[("version", "stable"), ("code_class", "2xx")]
+        ),
+        (stable_ok + rerouted) as f64
+    );
+    // The latency histogram per version (histograms reach the admin endpoint at
+    // Envoy's next stats flush).
+    let complete = harness::wait_until(std::time::Duration::from_secs(20), || {
+        envoy.prometheus().value(
+            "canary_request_duration_milliseconds_count",
+            &[("version", "canary")],
+        ) == failed as f64
+    });
+    assert!(
+        complete,
+        "the duration histogram counted every canary response"
+    );
+    let buckets = envoy
+        .prometheus()
+        .samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "canary_request_duration_milliseconds_bucket"
+                && l.get("version").map(String::as_str) == Some("canary")
+        })
+        .count();
+    assert!(buckets > 5, "histogram buckets for canary: {buckets}");
+}
