@@ -848,3 +848,67 @@ fn schema_prints_json_schema() {
     assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
     assert_eq!(v["title"], "canary-router plugin config");
 }
+
+#[test]
+fn every_shipped_manifest_and_bootstrap_config_is_valid_for_the_cli_and_the_schema() {
+    let schema = committed_schema();
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let mut manifests = Vec::new();
+    let mut dirs = vec![repo_root().join("istio")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if is_yaml(&path)
+                && fs::read_to_string(&path).is_ok_and(|t| t.contains("kind: WasmPlugin"))
+            {
+                manifests.push(path);
+            }
+        }
+    }
+    manifests.sort();
+    assert!(manifests.len() >= 3, "WasmPlugin manifests under istio/: {manifests:?}");
+    for path in &manifests {
+        let file = path.to_string_lossy().into_owned();
+        let o = run(&["validate", &file], None);
+        assert_eq!(code(&o), 0, "{file}: {}", stderr(&o));
+        let json = filter_input(path).expect("a pluginConfig");
+        let instance: Value = serde_json::from_slice(&json).expect("JSON");
+        assert!(
+            validator.is_valid(&instance),
+            "{file}: config.schema.json rejects its pluginConfig"
+        );
+    }
+    // The bootstrap that `make demo` and the end-to-end tests run.
+    let config = harness_plugin_config();
+    let o = run(&["validate", "-"], Some(config.as_bytes()));
+    assert_eq!(code(&o), 0, "envoy/envoy.yaml: {}", stderr(&o));
+    let instance: Value = serde_json::from_str(&config).expect("JSON");
+    assert!(validator.is_valid(&instance), "envoy/envoy.yaml's config");
+}
+
+/// The plugin configuration string in envoy/envoy.yaml.
+fn harness_plugin_config() -> String {
+    let text = fs::read_to_string(repo_root().join("envoy/envoy.yaml")).expect("envoy.yaml");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    fn find(v: &serde_yaml::Value) -> Option<String> {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                if m.get("name").and_then(|n| n.as_str()) == Some("canary-router") {
+                    if let Some(s) = v["typed_config"]["config"]["configuration"]["value"].as_str()
+                    {
+                        return Some(s.to_string());
+                    }
+                }
+                m.values().find_map(find)
+            }
+            serde_yaml::Value::Sequence(s) => s.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&yaml).expect("the canary-router filter's configuration in envoy/envoy.yaml")
+}
