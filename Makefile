@@ -10,7 +10,7 @@ ENVOY        := $(TOOLS)/bin/envoy
 WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 
-.PHONY: all build wasm-target envoy demo test unit e2e lint clean
+.PHONY: all build wasm-target envoy demo test unit e2e lint clean bench bench-tools empty-filter
 
 all: build
 
@@ -53,6 +53,26 @@ lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --target $(WASM_TARGET) -- -D warnings
+
+## bench: the performance benchmark (not a test): the decision natively, then Envoy
+## without a filter, with an empty Wasm filter, with a Lua filter and with
+## canary-router (typical and large configs), alternated; writes target/bench/.
+## BENCH_ROUNDS, BENCH_SECONDS, BENCH_MODES, BENCH_ONLY: see bench/bench.py --help.
+EMPTY_WASM := target/bench-empty-filter/$(WASM_TARGET)/release/bench_empty_filter.wasm
+
+bench: build envoy bench-tools empty-filter
+	$(CARGO) run --quiet --release --example decide_bench
+	python3 bench/bench.py
+
+# The load generator, from Debian's packages (as root, on a clean machine).
+bench-tools:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+
+# A separate crate with its own target dir: never part of canary-router's build, lint or tests.
+empty-filter: wasm-target
+	$(CARGO) build --quiet --release --target $(WASM_TARGET) \
+		--manifest-path bench/empty-filter/Cargo.toml --target-dir target/bench-empty-filter
 
 clean:
 	$(CARGO) clean
