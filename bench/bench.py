@@ -311,8 +311,9 @@ def pinned(cpu, argv):
 
 
 class Envoy:
-    def __init__(self, key, mode, workdir, cpu):
+    def __init__(self, key, mode, workdir, cpu, wrapper=()):
         self.key = key
+        self.wrapper = list(wrapper)
         self.ports = {k: free_port() for k in ("admin", "ingress", "stable", "canary")}
         self.dir = os.path.join(workdir, f"{mode}-{key}")
         os.makedirs(self.dir, exist_ok=True)
@@ -335,7 +336,7 @@ class Envoy:
         ]
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            pinned(self.cpu, argv), stdout=log, stderr=subprocess.STDOUT,
+            self.wrapper + pinned(self.cpu, argv), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=ROOT,
         )
         RUNNING.append(self)
@@ -618,6 +619,79 @@ def run_mode(mode, keys, args, workdir, envoy_cpu, wrk_cpu):
     return out
 
 
+# ---- Instructions per request (callgrind) ---------------------------------------------
+
+
+def mix_headers(i):
+    """Request i of the same mix as bench/wrk.lua (94% user IDs, 3% override, 3%
+    anonymous), with its own distinct IDs."""
+    kind = i % 100
+    if kind < 3:
+        return {"x-canary": "canary"}
+    if kind < 6:
+        return {}
+    return {"x-user-id": f"{(i * 2654435761) % 2**32:08x}-cafe-4000-a000-{i:012d}"}
+
+
+def count_instructions(key, workdir, warmup=500, requests=1000):
+    """User-space instructions Envoy executes per request, under callgrind: a
+    count, not a time, so it is the same whatever else the machine does (within
+    about 0.5% run to run). Instrumentation is switched on only after start-up and
+    `warmup` requests (V8 compiles and tiers up the module meanwhile), then
+    `requests` requests go one at a time over one keep-alive connection. Kernel
+    work (the TCP stack, about a third of Envoy's CPU time here) is not counted,
+    so ratios of these counts overstate a filter's share of the whole cost."""
+    out_dir = os.path.join(workdir, f"callgrind-{key}")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "callgrind.out")
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+               f"--callgrind-out-file={out}", "--dump-line=no", "--compress-pos=no"]
+    envoy = Envoy(key, "direct", workdir, None, wrapper=wrapper)
+    envoy.start(timeout=600)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.ports["ingress"], timeout=60)
+
+        def send(first, n):
+            for i in range(first, first + n):
+                conn.request("GET", "/", headers=mix_headers(i))
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"({key}) answered {response.status} under callgrind")
+
+        send(0, warmup)
+        control = ["callgrind_control", "-i"]
+        subprocess.run(control + ["on", str(envoy.pid())], capture_output=True, check=True)
+        send(1_000_000, requests)
+        subprocess.run(control + ["off", str(envoy.pid())], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-d", str(envoy.pid())], capture_output=True, check=True)
+        conn.close()
+    finally:
+        envoy.stop()
+    total = 0
+    for name in os.listdir(out_dir):
+        if name.startswith("callgrind.out"):
+            with open(os.path.join(out_dir, name)) as f:
+                for line in f:
+                    if line.startswith("totals:"):
+                        total += int(line.split()[1])
+    return total / requests
+
+
+def run_instructions(keys, workdir):
+    print("== instructions per request (callgrind; deterministic)", flush=True)
+    counts = {}
+    for key in keys:
+        counts[key] = count_instructions(key, workdir)
+        print(f"  ({key}) {counts[key]:,.0f} instructions/request", flush=True)
+    ratios = {
+        f"{num}/{den}": counts[den] / counts[num]
+        for num, den in RATIOS + [(v, "d") for v in VARIANTS]
+        if num in counts and den in counts
+    }
+    return {"per_request": counts, "ratios_by_instructions": ratios}
+
+
 # ---- Report -------------------------------------------------------------------------
 
 
@@ -718,6 +792,18 @@ def markdown(result):
             lines += ["", f"Large config (e) load: start to ready {ll['ready_seconds_e']:.2f} s against "
                           f"{ll['ready_seconds_d']:.2f} s for (d), so about {ll['extra_seconds']:.2f} s for "
                           "parsing and validating 16 versions and 100k users on the main thread's VM and the worker's."]
+    ins = result.get("instructions")
+    if ins:
+        per = ins["per_request"]
+        lines += ["", "### Instructions per request (callgrind, user space, deterministic)", "",
+                  "| configuration | instructions/request | over (a) | over (b) |", "| --- | ---: | ---: | ---: |"]
+        for key, n in per.items():
+            over_a = f"{n - per['a']:+,.0f}" if "a" in per else ""
+            over_b = f"{n - per['b']:+,.0f}" if "b" in per else ""
+            lines.append(f"| ({key}) {CONFIGS.get(key, VARIANTS.get(key))} | {n:,.0f} | {over_a} | {over_b} |")
+        lines += ["", "Ratios by instructions (den/num, what throughput would be if user-space "
+                      "instructions were all the cost): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in ins["ratios_by_instructions"].items()) + "."]
     w = result["wasm_bytes"]
     lines += ["", f".wasm: canary-router {w['canary_router']:,} bytes; the empty filter {w['empty_filter']:,} bytes."]
     if result.get("decide"):
@@ -748,6 +834,9 @@ def main():
     parser.add_argument("--only", default=env("BENCH_ONLY", "abcde"),
                         help="configurations to run, e.g. 'bd' (ratios need their pairs)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin Envoy and wrk to CPUs")
+    parser.add_argument("--no-instructions", action="store_true",
+                        default=env("BENCH_INSTRUCTIONS", "1") == "0",
+                        help="skip counting instructions per request under callgrind")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=PATH: also run this .wasm with the typical config (A/B); repeatable")
     args = parser.parse_args()
@@ -757,6 +846,8 @@ def main():
             sys.exit(f"missing {path}: run `{hint}`")
     if not shutil.which("wrk"):
         sys.exit("wrk not found: `make bench` installs it (apt-get install -y wrk)")
+    if not args.no_instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        sys.exit("valgrind not found: `make bench` installs it (apt-get install -y valgrind), or pass --no-instructions")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in modes:
         if m not in MODES:
@@ -801,6 +892,8 @@ def main():
             if mode == "proxied":
                 mode_args.rounds = args.proxied_rounds
             result["modes"][mode] = run_mode(mode, keys, mode_args, workdir, envoy_cpu, wrk_cpu)
+        if not args.no_instructions:
+            result["instructions"] = run_instructions(keys, workdir)
     finally:
         stop_all()
     first = next(iter(result["modes"].values()), {})
