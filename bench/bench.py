@@ -408,6 +408,23 @@ class Envoy:
         return total
 
 
+def config_load_intervals_ms(log):
+    """Envoy runs on_configure once per VM at start-up (here: twice on the main
+    thread, once on the worker), one after the other; the filter logs "config
+    loaded" at the end of each. The gaps between those lines are each about one
+    VM's config load (parse, validate, precompute, define metrics) plus Envoy's
+    own few milliseconds between VMs."""
+    stamps = []
+    for line in log.splitlines():
+        if "config loaded" in line and line.startswith("["):
+            try:
+                stamp = datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S.%f")
+            except ValueError:
+                continue
+            stamps.append(stamp)
+    return [round((b - a).total_seconds() * 1000, 1) for a, b in zip(stamps, stamps[1:])]
+
+
 def http_get(port, path, headers=None, timeout=5):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -547,6 +564,9 @@ def run_mode(mode, keys, args, workdir, envoy_cpu, wrk_cpu):
             envoys[key] = envoy
             print(f"  ({key}) {CONFIGS.get(key, VARIANTS.get(key))}: ready in {envoy.ready_seconds:.2f} s", flush=True)
         out["ready_seconds"] = {k: e.ready_seconds for k, e in envoys.items()}
+        out["config_load_intervals_ms"] = {
+            k: config_load_intervals_ms(e.log()) for k, e in envoys.items() if k in ("d", "e")
+        }
 
         sent_to_d = 0
         if set("bcd") <= set(envoys):
@@ -765,9 +785,13 @@ def markdown(result):
             target = TARGETS.get(name)
             verdict = ""
             if target is not None:
-                met = lambda x: "met" if x >= target else "not met"
-                verdict = (f">= {target:.2f}: {met(q['median'])} by req/s, "
-                           f"{met(q['by_cpu']['median'])} by CPU (medians)")
+                def met(x):
+                    return "met" if x >= target else "not met"
+                # Under other load Envoy waits for the CPU as long in every
+                # configuration, which pulls req/s ratios toward 1; the CPU cost
+                # ratio is the one to trust then.
+                verdict = (f">= {target:.2f}: {met(q['by_cpu']['median'])} by CPU cost, "
+                           f"{met(q['median'])} by req/s (medians)")
             qq = q.get("quiet")
             quiet_text = f"{qq['min']:.3f} / {qq['median']:.3f} / {qq['max']:.3f}" if qq else "-"
             bc = q["by_cpu"]
@@ -789,9 +813,13 @@ def markdown(result):
                          f"{first['ready_seconds'][key]:.2f} s |")
         if "large_config_load" in result:
             ll = result["large_config_load"]
+            gaps = first.get("config_load_intervals_ms", {})
             lines += ["", f"Large config (e) load: start to ready {ll['ready_seconds_e']:.2f} s against "
-                          f"{ll['ready_seconds_d']:.2f} s for (d), so about {ll['extra_seconds']:.2f} s for "
-                          "parsing and validating 16 versions and 100k users on the main thread's VM and the worker's."]
+                          f"{ll['ready_seconds_d']:.2f} s for (d) ({ll['extra_seconds']:+.2f} s; Envoy loads the "
+                          "config in three VMs at start-up, one after the other). Between consecutive "
+                          "\"config loaded\" log lines, i.e. about one VM's load each: "
+                          + "; ".join(f"({k}) {', '.join(f'{g:.0f} ms' for g in v)}" for k, v in gaps.items())
+                          + "."]
     ins = result.get("instructions")
     if ins:
         per = ins["per_request"]
@@ -807,10 +835,15 @@ def markdown(result):
     w = result["wasm_bytes"]
     lines += ["", f".wasm: canary-router {w['canary_router']:,} bytes; the empty filter {w['empty_filter']:,} bytes."]
     if result.get("decide"):
-        lines += ["", "Decision, natively (examples/decide_bench.rs, config already parsed):", "",
-                  "| case | ns/decision |", "| --- | ---: |"]
-        for case in result["decide"]["cases"]:
-            lines.append(f"| {case['name']} | {case['ns_per_decision']:.1f} |")
+        d = result["decide"]
+        lines += ["", "Decision, natively (examples/decide_bench.rs, config already parsed; "
+                      "median and min of 7 runs of 2M decisions; allocations per decision):", "",
+                  "| case | ns median | ns min | allocations |", "| --- | ---: | ---: | ---: |"]
+        for case in d["cases"]:
+            lines.append(f"| {case['name']} | {case['ns_per_decision']:.1f} | {case['ns_min']:.1f} "
+                         f"| {case['allocations_per_decision']:g} |")
+        lines += ["", f"Config parse and validation, natively: typical {d['parse_typical_us']:.1f} µs; "
+                      f"large ({d['large_config_json_bytes'] / 2**20:.1f} MiB of JSON) {d['parse_large_ms']:.0f} ms."]
     return "\n".join(lines) + "\n"
 
 
@@ -823,8 +856,8 @@ MODES = {
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     env = os.environ.get
-    parser.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", 8)))
-    parser.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", 3)))
+    parser.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", 10)))
+    parser.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", 2)))
     parser.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", 2)))
     parser.add_argument("--connections", type=int, default=int(env("BENCH_CONNECTIONS", 8)))
     parser.add_argument("--modes", default=env("BENCH_MODES", "direct,proxied"),
