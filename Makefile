@@ -30,7 +30,8 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
 
 # binaryen's wasm-opt, from Debian's packages (as root, on a clean machine).
 wasm-opt:
-	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen; }
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen; } \
+		|| { echo "wasm-opt not found: install binaryen (apt-get install binaryen, brew install binaryen)"; exit 1; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)

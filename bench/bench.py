@@ -6,20 +6,25 @@ Configurations, each an Envoy 1.40 with one worker (`--concurrency 1`) on its ow
 loopback ports, all started up front and then measured in alternation:
 
   a  native   no filter; Envoy routes by itself: override header route, else a
-              `weighted_clusters` 90/10 split
+              90/10 split (`weighted_clusters`; a 10% `runtime_fraction` route
+              when the routes end in direct responses)
   b  empty    an empty proxy-wasm filter built from the same SDK (bench/empty-filter)
   c  lua      an Envoy Lua filter doing canary-router's common path (bench/route.lua)
   d  typical  canary-router, typical config (override header and cookie, user
               hash, two listed users, metrics on)
   e  large    canary-router, 16 versions and 100k listed users
 
-Every request crosses the ingress listener (where the filter runs) and is routed
-to a cluster whose endpoint is a listener of the same Envoy answering with a
-direct response, so the route the filter picked is the route taken (the demo's
-shape, on one worker). The load is wrk (one thread, 8 connections, bench/wrk.lua)
-on 127.0.0.1 only. Each round runs every configuration once, in a rotated order;
-ratios are taken within a round, where the machine's state is most alike, and
-reported as min/median/max over rounds.
+Two shapes (--modes): "direct", where the ingress routes end in direct responses
+(one HTTP exchange per request, so the filter's share is as large as it gets; the
+targets are judged here), and "proxied", where the routes go to clusters whose
+endpoints are listeners of the same Envoy (the demo's shape, two exchanges per
+request on the one worker). The load is wrk (one thread, 8 connections,
+bench/wrk.lua) on 127.0.0.1 only, wrk and Envoy pinned to different CPUs. Each
+round runs every configuration once, in a rotated order; ratios are taken within
+a round, where the machine's state is most alike, and reported as min/median/max
+over rounds, by req/s and by Envoy's CPU time per request (which other load on a
+shared machine disturbs much less). Then each configuration runs once more under
+callgrind for its instructions per request, a count no other load can disturb.
 
 Writes target/bench/results.json and target/bench/results.md.
 Only the standard library: python3 is already needed for `make envoy`.
