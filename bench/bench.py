@@ -1,0 +1,961 @@
+#!/usr/bin/env python3
+"""`make bench`: canary-router's cost in a real Envoy, side by side with the
+alternatives, in one run.
+
+Configurations, each an Envoy 1.40 with one worker (`--concurrency 1`) on its own
+loopback ports, all started up front and then measured in alternation:
+
+  a  native   no filter; Envoy routes by itself: override header route, else a
+              90/10 split (`weighted_clusters`; a 10% `runtime_fraction` route
+              when the routes end in direct responses)
+  b  empty    an empty proxy-wasm filter built from the same SDK (bench/empty-filter)
+  c  lua      an Envoy Lua filter doing canary-router's common path (bench/route.lua)
+  d  typical  canary-router, typical config (override header and cookie, user
+              hash, two listed users, metrics on)
+  e  large    canary-router, 16 versions and 100k listed users
+
+Two shapes (--modes): "direct", where the ingress routes end in direct responses
+(one HTTP exchange per request, so the filter's share is as large as it gets; the
+targets are judged here), and "proxied", where the routes go to clusters whose
+endpoints are listeners of the same Envoy (the demo's shape, two exchanges per
+request on the one worker). The load is wrk (one thread, 8 connections,
+bench/wrk.lua) on 127.0.0.1 only, wrk and Envoy pinned to different CPUs. Each
+round runs every configuration once, in a rotated order; ratios are taken within
+a round, where the machine's state is most alike, and reported as min/median/max
+over rounds, by req/s and by Envoy's CPU time per request (which other load on a
+shared machine disturbs much less). Then each configuration runs once more under
+callgrind for its instructions per request, a count no other load can disturb.
+
+Writes target/bench/results.json and target/bench/results.md.
+Only the standard library: python3 is already needed for `make envoy`.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENVOY = os.path.join(ROOT, ".tools/bin/envoy")
+WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/canary_router.wasm")
+EMPTY_WASM = os.path.join(
+    ROOT, "target/bench-empty-filter/wasm32-wasip1/release/bench_empty_filter.wasm"
+)
+OUT = os.path.join(ROOT, "target/bench")
+WRK_SCRIPT = os.path.join(ROOT, "bench/wrk.lua")
+LUA_FILTER = os.path.join(ROOT, "bench/route.lua")
+
+SALT = "bench"
+CANARY_WEIGHT = 10  # percent, in every configuration
+BUCKETS = 10_000
+
+TYPICAL_CONFIG = {
+    "route_header": "x-canary-version",
+    "versions": [{"name": "stable"}, {"name": "canary", "weight": CANARY_WEIGHT}],
+    "override": {"header": "x-canary", "cookie": "canary"},
+    "users": {"canary": ["qa-alice", "qa-bob"]},
+    "hash": {"header": "x-user-id", "cookie": "uid", "salt": SALT, "buckets": BUCKETS},
+    "anonymous": "random",
+    "metrics_prefix": "canary",
+}
+
+LARGE_VERSIONS = 16
+LARGE_USERS = 100_000
+
+
+def large_config():
+    """16 versions (canary 10%, 14 more at 5% each, the baseline 20%) and 100k
+    listed users, 36 bytes each, spread over the versions. No user of the load
+    mix is listed (see bench/wrk.lua)."""
+    versions = [{"name": "stable"}, {"name": "canary", "weight": CANARY_WEIGHT}]
+    versions += [{"name": f"v{i}", "weight": 5} for i in range(2, LARGE_VERSIONS)]
+    users = {v["name"]: [] for v in versions}
+    names = [v["name"] for v in versions]
+    for i in range(LARGE_USERS):
+        users[names[i % len(names)]].append(f"listed-{i:08d}-0000-4000-a000-000000")
+    config = dict(TYPICAL_CONFIG)
+    config["versions"] = versions
+    config["users"] = users
+    return config
+
+
+CONFIGS = {
+    "a": "native (no filter, weighted_clusters)",
+    "b": "empty proxy-wasm filter",
+    "c": "Lua filter (override + murmur3 + header)",
+    "d": "canary-router, typical config",
+    "e": "canary-router, 16 versions + 100k users",
+}
+RATIOS = [("d", "a"), ("d", "b"), ("d", "c"), ("e", "d")]
+# --variant NAME=PATH: more canary-router builds run with the typical config,
+# alternated with the rest; reported as NAME/d. For A/B-testing a change.
+VARIANTS = {}
+# A round counts as quiet when no slice of it saw more than this much CPU taken by
+# other processes (in cores). Ratios are reported over all rounds and quiet ones.
+QUIET_LOAD = 0.15
+
+
+# ---- Envoy configs ------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def address(port):
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def hcm(stat_prefix, routes, http_filters):
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {
+                "name": "routes",
+                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": http_filters
+            + [
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                    },
+                }
+            ],
+        },
+    }
+
+
+def wasm_filter(path, configuration):
+    return {
+        "name": "wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "bench",
+                "root_id": "bench",
+                "vm_config": {
+                    "vm_id": "bench",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": path}},
+                },
+                "failure_policy": "FAIL_CLOSED",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": configuration,
+                },
+            },
+        },
+    }
+
+
+def lua_filter():
+    with open(LUA_FILTER) as f:
+        source = f.read()
+    canary_buckets = CANARY_WEIGHT * BUCKETS // 100
+    source = source.replace("SALT", SALT).replace(
+        "CANARY_BUCKETS_VALUE", str(canary_buckets)
+    )
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": source},
+        },
+    }
+
+
+def header_match(name, value):
+    return {"name": name, "string_match": {"exact": value}}
+
+
+def direct(version):
+    return {"status": 200, "body": {"inline_string": f"{version}\n"}}
+
+
+def envoy_config(key, ports, mode):
+    """The bootstrap of configuration `key` in `mode`, as JSON (which Envoy reads
+    as YAML).
+
+    mode "direct": the ingress routes end in direct responses (the body names the
+    version), so a request costs Envoy one HTTP exchange and the filter's share of
+    it is as large as it gets. (a) splits natively with a `runtime_fraction` route
+    (a per-request 10% draw), since `weighted_clusters` needs clusters.
+    mode "proxied": the routes go to clusters `stable` and `canary` whose endpoints
+    are two more listeners of the same Envoy answering with direct responses, the
+    demo's shape; (a) splits with `weighted_clusters`. Each request then crosses
+    Envoy twice on the one worker, which halves the filter's relative cost.
+    """
+    to = (lambda v: {"direct_response": direct(v)}) if mode == "direct" else (
+        lambda v: {"route": {"cluster": v}})
+    if key == "a":
+        filters = []
+        routes = [{"match": {"prefix": "/", "headers": [header_match("x-canary", "canary")]}, **to("canary")}]
+        if mode == "direct":
+            routes += [
+                {
+                    "match": {
+                        "prefix": "/",
+                        "runtime_fraction": {
+                            "default_value": {"numerator": CANARY_WEIGHT, "denominator": "HUNDRED"},
+                            "runtime_key": "bench.canary_share",
+                        },
+                    },
+                    **to("canary"),
+                },
+                {"match": {"prefix": "/"}, **to("stable")},
+            ]
+        else:
+            routes.append({
+                "match": {"prefix": "/"},
+                "route": {
+                    "weighted_clusters": {
+                        "clusters": [
+                            {"name": "stable", "weight": 100 - CANARY_WEIGHT},
+                            {"name": "canary", "weight": CANARY_WEIGHT},
+                        ]
+                    }
+                },
+            })
+    else:
+        if key == "b":
+            filters = [wasm_filter(EMPTY_WASM, "")]
+        elif key == "c":
+            filters = [lua_filter()]
+        elif key == "d":
+            filters = [wasm_filter(WASM, json.dumps(TYPICAL_CONFIG))]
+        elif key == "e":
+            filters = [wasm_filter(WASM, json.dumps(large_config()))]
+        else:
+            # An A/B variant (--variant NAME=PATH): another build, the typical config.
+            filters = [wasm_filter(VARIANTS[key], json.dumps(TYPICAL_CONFIG))]
+        # (e) routes like (d): versions without a route of their own take the
+        # default one, so that e/d measures the filter and not the route table.
+        routes = [
+            {"match": {"prefix": "/", "headers": [header_match("x-canary-version", "canary")]}, **to("canary")},
+            {"match": {"prefix": "/"}, **to("stable")},
+        ]
+
+    def upstream(version):
+        return {
+            "name": f"upstream_{version}",
+            "address": address(ports[version]),
+            "filter_chains": [{"filters": [hcm(
+                f"upstream_{version}",
+                [{"match": {"prefix": "/"}, "direct_response": direct(version)}],
+                [],
+            )]}],
+        }
+
+    def cluster(version):
+        return {
+            "name": version,
+            "type": "STATIC",
+            "load_assignment": {
+                "cluster_name": version,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(ports[version])}}]}],
+            },
+        }
+
+    listeners = [{
+        "name": "ingress",
+        "address": address(ports["ingress"]),
+        "filter_chains": [{"filters": [hcm("ingress", routes, filters)]}],
+    }]
+    clusters = []
+    if mode == "proxied":
+        listeners += [upstream("stable"), upstream("canary")]
+        clusters = [cluster("stable"), cluster("canary")]
+    return {
+        "admin": {"address": address(ports["admin"])},
+        "stats_config": {
+            "stats_tags": [
+                {"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"}
+                for t in ("version", "reason", "code_class")
+            ]
+        },
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+# ---- Processes ----------------------------------------------------------------------
+
+RUNNING = []
+
+
+def stop_all():
+    for envoy in RUNNING:
+        envoy.stop()
+
+
+def on_signal(signum, _frame):
+    stop_all()
+    sys.exit(128 + signum)
+
+
+def pinned(cpu, argv):
+    if cpu is None or not shutil.which("taskset"):
+        return argv
+    return ["taskset", "-c", str(cpu)] + argv
+
+
+class Envoy:
+    def __init__(self, key, mode, workdir, cpu, wrapper=()):
+        self.key = key
+        self.wrapper = list(wrapper)
+        self.ports = {k: free_port() for k in ("admin", "ingress", "stable", "canary")}
+        self.dir = os.path.join(workdir, f"{mode}-{key}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.config_path = os.path.join(self.dir, "envoy.json")
+        with open(self.config_path, "w") as f:
+            json.dump(envoy_config(key, self.ports, mode), f)
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        self.cpu = cpu
+        self.proc = None
+        self.ready_seconds = None
+
+    def start(self, timeout=120):
+        log = open(self.log_path, "w")
+        argv = [
+            ENVOY,
+            "-c", self.config_path,
+            "--concurrency", "1",
+            "--disable-hot-restart",
+            "--log-level", "info",
+        ]
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.wrapper + pinned(self.cpu, argv), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=ROOT,
+        )
+        RUNNING.append(self)
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy ({self.key}) exited:\n{self.log()[-4000:]}")
+            try:
+                status, body, _ = http_get(self.ports["admin"], "/ready", timeout=1)
+                if status == 200 and body.strip() == b"LIVE":
+                    self.ready_seconds = time.monotonic() - started
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"Envoy ({self.key}) not ready in {timeout}s:\n{self.log()[-4000:]}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def pid(self):
+        return self.proc.pid
+
+    def memory(self):
+        """RSS of the Envoy process, and its Wasm linear memories. V8 reserves each
+        Wasm memory as several GiB of inaccessible address space and makes the part
+        in use (the module's linear memory, `memory.size`) readable and writable
+        from its start: in /proc/PID/smaps that is a rw-p mapping directly followed
+        by a ---p mapping of several GiB. One per VM (Envoy keeps one on the main
+        thread and one per worker, plus a base VM for the module)."""
+        rss_kib = None
+        with open(f"/proc/{self.pid()}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss_kib = int(line.split()[1])
+        maps = []  # (start, end, perms, rss_kib)
+        with open(f"/proc/{self.pid()}/smaps") as f:
+            for line in f:
+                field = line.split()
+                if not field:
+                    continue
+                if "-" in field[0] and not field[0].endswith(":"):
+                    start, end = (int(x, 16) for x in field[0].split("-"))
+                    maps.append([start, end, field[1], 0])
+                elif field[0] == "Rss:" and maps:
+                    maps[-1][3] = int(field[1])
+        vms = []
+        for before, reserve in zip(maps, maps[1:]):
+            if (reserve[1] - reserve[0] >= 4 << 30 and reserve[2].startswith("---")
+                    and before[1] == reserve[0] and before[2].startswith("rw")):
+                vms.append({"size_kib": (before[1] - before[0]) // 1024, "resident_kib": before[3]})
+        return {"rss_kib": rss_kib, "wasm_memories": vms}
+
+    def stats_sum(self, prefix):
+        _, body, _ = http_get(self.ports["admin"], "/stats?format=json&filter=" + prefix)
+        total = 0
+        for stat in json.loads(body).get("stats", []):
+            if "value" in stat and stat["name"].endswith(prefix):
+                total += int(stat["value"])
+        return total
+
+
+def config_load_intervals_ms(log):
+    """Envoy runs on_configure once per VM at start-up (here: twice on the main
+    thread, once on the worker), one after the other; the filter logs "config
+    loaded" at the end of each. The gaps between those lines are each about one
+    VM's config load (parse, validate, precompute, define metrics) plus Envoy's
+    own few milliseconds between VMs."""
+    stamps = []
+    for line in log.splitlines():
+        if "config loaded" in line and line.startswith("["):
+            try:
+                stamp = datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S.%f")
+            except ValueError:
+                continue
+            stamps.append(stamp)
+    return [round((b - a).total_seconds() * 1000, 1) for a, b in zip(stamps, stamps[1:])]
+
+
+def http_get(port, path, headers=None, timeout=5):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, body, dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+# ---- Checks and load ------------------------------------------------------------------
+
+
+SANITY_USERS = 300
+SANITY_REQUESTS = SANITY_USERS + 1  # per configuration
+
+
+def sanity_check(envoys):
+    """Before measuring: every configuration answers, routes what it should where
+    it should, and (c) and (d) send every user to the same version (so the Lua
+    murmur3 is the contract's hash, and the comparison is of equal work)."""
+    problems = []
+    users = [f"{i:08x}-sanity-4000-a000-{i:012d}" for i in range(SANITY_USERS)]
+    served = {}
+    for key, envoy in envoys.items():
+        port = envoy.ports["ingress"]
+        status, body, _ = http_get(port, "/", {"x-canary": "canary"})
+        if key != "b" and (status, body) != (200, b"canary\n"):
+            problems.append(f"{key}: override answered {status} {body!r}")
+        served[key] = []
+        for user in users:
+            status, body, _ = http_get(port, "/", {"x-user-id": user})
+            if status != 200:
+                problems.append(f"{key}: user {user} got {status}")
+                break
+            served[key].append(body.strip().decode())
+    if served["c"] != served["d"]:
+        diff = sum(1 for x, y in zip(served["c"], served["d"]) if x != y)
+        problems.append(f"the Lua filter and canary-router disagree on {diff} of {len(users)} users")
+    canary = served["d"].count("canary")
+    if not 10 <= canary <= 55:
+        problems.append(f"canary-router sent {canary} of {len(users)} users to canary (expected ~30)")
+    if set(served["b"]) != {"stable"}:
+        problems.append("the empty filter changed routing")
+    return problems
+
+
+def busy_jiffies():
+    """Busy time of the whole machine so far, in clock ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return sum(fields[:3]) + sum(fields[5:8])
+
+
+def process_jiffies(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+
+def process_cpu_ns(pid):
+    """On-CPU time of every thread of a process so far, in ns (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total
+
+
+def children_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(port, seconds, connections, cpu, envoy_pid=None):
+    """One wrk run. Also measures the CPU that other processes (other people's
+    builds on a shared machine) took meanwhile, in cores: what makes a run noisy."""
+    busy0, child0, wall0 = busy_jiffies(), children_seconds(), time.monotonic()
+    envoy0 = process_jiffies(envoy_pid) if envoy_pid else 0
+    envoy_ns0 = process_cpu_ns(envoy_pid) if envoy_pid else 0
+    argv = pinned(cpu, [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+        "-s", WRK_SCRIPT, f"http://127.0.0.1:{port}/",
+    ])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    wall = time.monotonic() - wall0
+    busy = (busy_jiffies() - busy0) / TICK
+    ours = children_seconds() - child0
+    envoy_cpu_ns = process_cpu_ns(envoy_pid) - envoy_ns0 if envoy_pid else 0
+    if envoy_pid:
+        ours += (process_jiffies(envoy_pid) - envoy0) / TICK
+    foreign = max(0.0, busy - ours) / wall
+    line = next((l for l in reversed(out.stdout.splitlines()) if l.startswith("{")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    r = json.loads(line)
+    errors = sum(r["errors"].values())
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "requests": r["requests"],
+        "p50_us": r["latency_us"]["p50"],
+        "p99_us": r["latency_us"]["p99"],
+        "mean_us": r["latency_us"]["mean"],
+        "errors": errors,
+        "foreign_load_cores": round(foreign, 3),
+        # Envoy's CPU time per completed request: much less sensitive than req/s
+        # to other processes taking the CPU (they delay Envoy, not add to its work).
+        "envoy_cpu_us_per_request": envoy_cpu_ns / 1000 / max(1, r["requests"]),
+        "envoy_cpu_utilization": envoy_cpu_ns / 1e9 / wall,
+    }
+
+
+def summary(values):
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+# ---- One mode: start, check, warm up, alternate ---------------------------------------
+
+
+def run_mode(mode, keys, args, workdir, envoy_cpu, wrk_cpu):
+    print(f"== mode {mode}", flush=True)
+    out = {}
+    envoys = {}
+    try:
+        # One at a time, so that start-to-ready is each Envoy's own.
+        for key in keys:
+            envoy = Envoy(key, mode, workdir, envoy_cpu)
+            envoy.start()
+            envoys[key] = envoy
+            print(f"  ({key}) {CONFIGS.get(key, VARIANTS.get(key))}: ready in {envoy.ready_seconds:.2f} s", flush=True)
+        out["ready_seconds"] = {k: e.ready_seconds for k, e in envoys.items()}
+        out["config_load_intervals_ms"] = {
+            k: config_load_intervals_ms(e.log()) for k, e in envoys.items() if k in ("d", "e")
+        }
+
+        sent_to_d = 0
+        if set("bcd") <= set(envoys):
+            problems = sanity_check(envoys)
+            if problems:
+                raise RuntimeError("sanity check failed:\n  " + "\n  ".join(problems))
+            print("  sanity check: (c) and (d) route every user alike; overrides route", flush=True)
+            sent_to_d += SANITY_REQUESTS
+
+        for key in keys:
+            if args.warmup > 0:
+                w = run_wrk(envoys[key].ports["ingress"], args.warmup, args.connections, wrk_cpu)
+                if key == "d":
+                    sent_to_d += w["requests"]
+
+        runs = {k: [] for k in keys}
+        for r in range(args.rounds):
+            order = keys[r % len(keys):] + keys[: r % len(keys)]
+            for key in order:
+                run = run_wrk(envoys[key].ports["ingress"], args.seconds, args.connections, wrk_cpu,
+                              envoys[key].pid())
+                if run["errors"]:
+                    raise RuntimeError(f"({key}) had {run['errors']} errors in round {r + 1}")
+                run["round"] = r + 1
+                runs[key].append(run)
+                if key == "d":
+                    sent_to_d += run["requests"]
+            line = "  ".join(f"{k}={runs[k][-1]['rps']:,.0f}/{runs[k][-1]['envoy_cpu_us_per_request']:.1f}us"
+                             for k in keys)
+            load = max(runs[k][-1]["foreign_load_cores"] for k in keys)
+            print(f"  round {r + 1}/{args.rounds}: req/s/cpu-per-req {line}  (other load up to {load:.2f} cores)", flush=True)
+
+        out["configs"] = {
+            k: {
+                "name": CONFIGS.get(k, f"variant {k}: {VARIANTS.get(k)}"),
+                "rps": summary([x["rps"] for x in v]),
+                "p50_us": summary([x["p50_us"] for x in v]),
+                "p99_us": summary([x["p99_us"] for x in v]),
+                "cpu_us_per_request": summary([x["envoy_cpu_us_per_request"] for x in v]),
+                "runs": v,
+            }
+            for k, v in runs.items()
+        }
+        round_load = [max(runs[k][r]["foreign_load_cores"] for k in keys) for r in range(args.rounds)]
+        quiet = [r for r, load in enumerate(round_load) if load <= QUIET_LOAD]
+        out["round_foreign_load_cores"] = round_load
+        out["quiet_rounds"] = [r + 1 for r in quiet]
+        out["ratios"] = {}
+        pairs = RATIOS + [(v, "d") for v in VARIANTS]
+        for num, den in pairs:
+            if num in runs and den in runs:
+                per_round = [n["rps"] / d["rps"] for n, d in zip(runs[num], runs[den])]
+                ratio = dict(summary(per_round), per_round=per_round)
+                if quiet:
+                    ratio["quiet"] = summary([per_round[r] for r in quiet])
+                # The same comparison by CPU cost: capacity ratio = cost(den) / cost(num).
+                by_cpu = [d["envoy_cpu_us_per_request"] / n["envoy_cpu_us_per_request"]
+                          for n, d in zip(runs[num], runs[den])]
+                ratio["by_cpu"] = dict(summary(by_cpu), per_round=by_cpu)
+                out["ratios"][f"{num}/{den}"] = ratio
+        out["memory"] = {k: e.memory() for k, e in envoys.items()}
+        if "d" in envoys:
+            out["counters"] = {
+                "counted": envoys["d"].stats_sum("canary_requests_total"),
+                "sent": sent_to_d,
+            }
+    finally:
+        for envoy in envoys.values():
+            envoy.stop()
+    return out
+
+
+# ---- Instructions per request (callgrind) ---------------------------------------------
+
+
+def mix_headers(i):
+    """Request i of the same mix as bench/wrk.lua (94% user IDs, 3% override, 3%
+    anonymous), with its own distinct IDs."""
+    kind = i % 100
+    if kind < 3:
+        return {"x-canary": "canary"}
+    if kind < 6:
+        return {}
+    return {"x-user-id": f"{(i * 2654435761) % 2**32:08x}-cafe-4000-a000-{i:012d}"}
+
+
+def count_instructions(key, workdir, warmup=500, requests=1000):
+    """User-space instructions Envoy executes per request, under callgrind: a
+    count, not a time, so it is the same whatever else the machine does (within
+    about 0.5% run to run). Instrumentation is switched on only after start-up and
+    `warmup` requests (V8 compiles and tiers up the module meanwhile), then
+    `requests` requests go one at a time over one keep-alive connection. Kernel
+    work (the TCP stack, about a third of Envoy's CPU time here) is not counted,
+    so ratios of these counts overstate a filter's share of the whole cost."""
+    out_dir = os.path.join(workdir, f"callgrind-{key}")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "callgrind.out")
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+               f"--callgrind-out-file={out}", "--dump-line=no", "--compress-pos=no"]
+    envoy = Envoy(key, "direct", workdir, None, wrapper=wrapper)
+    envoy.start(timeout=600)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", envoy.ports["ingress"], timeout=60)
+
+        def send(first, n):
+            for i in range(first, first + n):
+                conn.request("GET", "/", headers=mix_headers(i))
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"({key}) answered {response.status} under callgrind")
+
+        send(0, warmup)
+        control = ["callgrind_control", "-i"]
+        subprocess.run(control + ["on", str(envoy.pid())], capture_output=True, check=True)
+        send(1_000_000, requests)
+        subprocess.run(control + ["off", str(envoy.pid())], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-d", str(envoy.pid())], capture_output=True, check=True)
+        conn.close()
+    finally:
+        envoy.stop()
+    total = 0
+    for name in os.listdir(out_dir):
+        if name.startswith("callgrind.out"):
+            with open(os.path.join(out_dir, name)) as f:
+                for line in f:
+                    if line.startswith("totals:"):
+                        total += int(line.split()[1])
+    return total / requests
+
+
+def run_instructions(keys, workdir):
+    print("== instructions per request (callgrind; deterministic)", flush=True)
+    counts = {}
+    for key in keys:
+        counts[key] = count_instructions(key, workdir)
+        print(f"  ({key}) {counts[key]:,.0f} instructions/request", flush=True)
+    ratios = {
+        f"{num}/{den}": counts[den] / counts[num]
+        for num, den in RATIOS + [(v, "d") for v in VARIANTS]
+        if num in counts and den in counts
+    }
+    return {"per_request": counts, "ratios_by_instructions": ratios}
+
+
+# ---- Report -------------------------------------------------------------------------
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    out = subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    version = found.group(1) if found else out.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "envoy": version,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def fmt_kib(kib):
+    return f"{kib / 1024:.1f} MiB" if kib >= 1024 else f"{kib} KiB"
+
+
+TARGETS = {"d/b": 0.85, "d/c": 0.90, "e/d": 0.97}
+
+
+def markdown(result):
+    m = result["machine"]
+    p = result["parameters"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores shared with other work, Linux {m['kernel']}; "
+        f"Envoy {m['envoy']} (V8); {m['date']}.",
+        f"Envoy --concurrency 1; wrk -t1 -c{p['connections']} on 127.0.0.1, {p['request_mix']}; "
+        f"{p['seconds']} s per configuration per round, order rotated each round"
+        + (f"; Envoy pinned to CPU {p['envoy_cpu']}, wrk to CPU {p['wrk_cpu']}" if p["envoy_cpu"] is not None else "")
+        + ".",
+    ]
+    for mode, r in result["modes"].items():
+        if "configs" not in r:
+            continue
+        lines += [
+            "",
+            f"### {mode}: {MODES[mode]} ({len(next(iter(r['configs'].values()))['runs'])} rounds)",
+            "",
+            "| configuration | req/s median | req/s min..max | p50 µs | p99 µs | Envoy CPU µs/request, median (min..max) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, c in r["configs"].items():
+            rps = c["rps"]
+            cpu = c["cpu_us_per_request"]
+            lines.append(
+                f"| ({key}) {c['name']} | {rps['median']:,.0f} | {rps['min']:,.0f}..{rps['max']:,.0f} "
+                f"| {c['p50_us']['median']:.0f} | {c['p99_us']['median']:.0f} "
+                f"| {cpu['median']:.2f} ({cpu['min']:.2f}..{cpu['max']:.2f}) |"
+            )
+        lines += [
+            "",
+            f"Rounds with other load at most {QUIET_LOAD} cores throughout (quiet): "
+            f"{len(r['quiet_rounds'])} of {len(r['round_foreign_load_cores'])}.",
+            "",
+            "| ratio, per round | req/s: min | median | max | quiet rounds: min / median / max | by CPU cost: min / median / max | target |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, q in r["ratios"].items():
+            target = TARGETS.get(name) if mode == "direct" else None  # judged on direct responses
+            verdict = ""
+            if target is not None:
+                # Under other load Envoy waits for the CPU as long in every
+                # configuration, which pulls req/s (and CPU-cost) ratios toward 1.
+                # Judge by quiet rounds when there are two or more, else by the
+                # instruction counts (direct shape only), else by CPU cost.
+                by_instructions = result.get("instructions", {}).get("ratios_by_instructions", {})
+                if len(r["quiet_rounds"]) >= 2:
+                    basis, value = "quiet rounds' req/s, median", q["quiet"]["median"]
+                elif mode == "direct" and name in by_instructions:
+                    basis, value = "instructions", by_instructions[name]
+                else:
+                    basis, value = "CPU cost, median", q["by_cpu"]["median"]
+                verdict = f">= {target:.2f}: {'met' if value >= target else 'not met'} by {basis} ({value:.3f})"
+            qq = q.get("quiet")
+            quiet_text = f"{qq['min']:.3f} / {qq['median']:.3f} / {qq['max']:.3f}" if qq else "-"
+            bc = q["by_cpu"]
+            lines.append(f"| {name} | {q['min']:.3f} | {q['median']:.3f} | {q['max']:.3f} | {quiet_text} "
+                         f"| {bc['min']:.3f} / {bc['median']:.3f} / {bc['max']:.3f} | {verdict} |")
+        if r.get("counters"):
+            c = r["counters"]
+            lines += ["", f"Counter check (d): canary_requests_total = {c['counted']:,}; "
+                          f"requests wrk completed = {c['sent']:,} (in flight at a run's end are not counted by wrk)."]
+
+    first = next((r for r in result["modes"].values() if "memory" in r), None)
+    if first:
+        lines += ["", "| memory, after the load | Envoy RSS | Wasm linear memory per VM: size (resident) | start to ready |",
+                  "| --- | ---: | --- | ---: |"]
+        for key, mem in first["memory"].items():
+            vms = ", ".join(f"{fmt_kib(v['size_kib'])} ({fmt_kib(v['resident_kib'])})"
+                            for v in mem["wasm_memories"]) or "-"
+            lines.append(f"| ({key}) {CONFIGS.get(key, key)} | {fmt_kib(mem['rss_kib'])} | {vms} | "
+                         f"{first['ready_seconds'][key]:.2f} s |")
+        if "large_config_load" in result:
+            ll = result["large_config_load"]
+            gaps = first.get("config_load_intervals_ms", {})
+            lines += ["", f"Large config (e) load: start to ready {ll['ready_seconds_e']:.2f} s against "
+                          f"{ll['ready_seconds_d']:.2f} s for (d) ({ll['extra_seconds']:+.2f} s; Envoy loads the "
+                          "config in three VMs at start-up, one after the other). Between consecutive "
+                          "\"config loaded\" log lines, i.e. about one VM's load each: "
+                          + "; ".join(f"({k}) {', '.join(f'{g:.0f} ms' for g in v)}" for k, v in gaps.items())
+                          + "."]
+    ins = result.get("instructions")
+    if ins:
+        per = ins["per_request"]
+        lines += ["", "### Instructions per request (callgrind, user space, deterministic)", "",
+                  "| configuration | instructions/request | over (a) | over (b) |", "| --- | ---: | ---: | ---: |"]
+        for key, n in per.items():
+            over_a = f"{n - per['a']:+,.0f}" if "a" in per else ""
+            over_b = f"{n - per['b']:+,.0f}" if "b" in per else ""
+            lines.append(f"| ({key}) {CONFIGS.get(key, VARIANTS.get(key))} | {n:,.0f} | {over_a} | {over_b} |")
+        lines += ["", "Ratios by instructions (den/num, what throughput would be if user-space "
+                      "instructions were all the cost): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in ins["ratios_by_instructions"].items()) + "."]
+    w = result["wasm_bytes"]
+    lines += ["", f".wasm: canary-router {w['canary_router']:,} bytes; the empty filter {w['empty_filter']:,} bytes."]
+    if result.get("decide"):
+        d = result["decide"]
+        lines += ["", "Decision, natively (examples/decide_bench.rs, config already parsed; "
+                      "median and min of 7 runs of 2M decisions; allocations per decision):", "",
+                  "| case | ns median | ns min | allocations |", "| --- | ---: | ---: | ---: |"]
+        for case in d["cases"]:
+            lines.append(f"| {case['name']} | {case['ns_per_decision']:.1f} | {case['ns_min']:.1f} "
+                         f"| {case['allocations_per_decision']:g} |")
+        lines += ["", f"Config parse and validation, natively: typical {d['parse_typical_us']:.1f} µs; "
+                      f"large ({d['large_config_json_bytes'] / 2**20:.1f} MiB of JSON) {d['parse_large_ms']:.0f} ms."]
+    return "\n".join(lines) + "\n"
+
+
+MODES = {
+    "direct": "routes end in direct responses (the filter's cost undiluted; the targets are judged here)",
+    "proxied": "routes go to clusters served by listeners of the same Envoy (two HTTP exchanges per request)",
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    env = os.environ.get
+    parser.add_argument("--rounds", type=int, default=int(env("BENCH_ROUNDS", 10)))
+    parser.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", 2)))
+    parser.add_argument("--warmup", type=int, default=int(env("BENCH_WARMUP", 2)))
+    parser.add_argument("--connections", type=int, default=int(env("BENCH_CONNECTIONS", 8)))
+    parser.add_argument("--modes", default=env("BENCH_MODES", "direct,proxied"),
+                        help="comma-separated: direct, proxied")
+    parser.add_argument("--proxied-rounds", type=int, default=int(env("BENCH_PROXIED_ROUNDS", 4)),
+                        help="rounds in the proxied mode (context, not the targets)")
+    parser.add_argument("--only", default=env("BENCH_ONLY", "abcde"),
+                        help="configurations to run, e.g. 'bd' (ratios need their pairs)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin Envoy and wrk to CPUs")
+    parser.add_argument("--no-instructions", action="store_true",
+                        default=env("BENCH_INSTRUCTIONS", "1") == "0",
+                        help="skip counting instructions per request under callgrind")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=PATH: also run this .wasm with the typical config (A/B); repeatable")
+    args = parser.parse_args()
+
+    for path, hint in [(ENVOY, "make envoy"), (WASM, "make build"), (EMPTY_WASM, "make bench")]:
+        if not os.path.exists(path):
+            sys.exit(f"missing {path}: run `{hint}`")
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: `make bench` installs it (apt-get install -y wrk)")
+    if not args.no_instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        sys.exit("valgrind not found: `make bench` installs it (apt-get install -y valgrind), or pass --no-instructions")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            sys.exit(f"unknown mode {m}: use {', '.join(MODES)}")
+
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+    envoy_cpu, wrk_cpu = (0, 1) if pin else (None, None)
+    keys = [k for k in "abcde" if k in args.only]
+    for spec in args.variant + [v for v in env("BENCH_VARIANTS", "").split(",") if v]:
+        name, _, path = spec.partition("=")
+        if not name or name in CONFIGS or not os.path.exists(path):
+            sys.exit(f"bad --variant {spec!r}: NAME=PATH of an existing .wasm, NAME not one of a..e")
+        VARIANTS[name] = os.path.abspath(path)
+        keys.append(name)
+    os.makedirs(OUT, exist_ok=True)
+    workdir = os.path.join(OUT, "run")
+    shutil.rmtree(workdir, ignore_errors=True)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    result = {
+        "machine": machine(),
+        "parameters": {
+            "rounds": args.rounds, "proxied_rounds": args.proxied_rounds, "seconds": args.seconds,
+            "warmup_seconds": args.warmup, "connections": args.connections,
+            "envoy_concurrency": 1, "wrk_threads": 1, "envoy_cpu": envoy_cpu, "wrk_cpu": wrk_cpu,
+            "request_mix": "94% hashed users (36-byte x-user-id), 3% override header, 3% anonymous",
+        },
+        "wasm_bytes": {
+            "canary_router": os.path.getsize(WASM),
+            "empty_filter": os.path.getsize(EMPTY_WASM),
+        },
+        "modes": {},
+    }
+    decide_json = os.path.join(OUT, "decide.json")
+    if os.path.exists(decide_json) and os.path.getmtime(decide_json) > time.time() - 3600:
+        with open(decide_json) as f:
+            result["decide"] = json.load(f)
+    try:
+        for mode in modes:
+            mode_args = argparse.Namespace(**vars(args))
+            if mode == "proxied":
+                mode_args.rounds = args.proxied_rounds
+            result["modes"][mode] = run_mode(mode, keys, mode_args, workdir, envoy_cpu, wrk_cpu)
+        if not args.no_instructions:
+            result["instructions"] = run_instructions(keys, workdir)
+    finally:
+        stop_all()
+    first = next(iter(result["modes"].values()), {})
+    ready = first.get("ready_seconds", {})
+    if "d" in ready and "e" in ready:
+        result["large_config_load"] = {
+            "ready_seconds_d": ready["d"], "ready_seconds_e": ready["e"],
+            "extra_seconds": ready["e"] - ready["d"],
+        }
+
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    text = markdown(result)
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(text)
+    print()
+    print(text)
+    print("wrote target/bench/results.json and target/bench/results.md")
+
+
+if __name__ == "__main__":
+    main()
