@@ -871,7 +871,10 @@ fn every_shipped_manifest_and_bootstrap_config_is_valid_for_the_cli_and_the_sche
         }
     }
     manifests.sort();
-    assert!(manifests.len() >= 3, "WasmPlugin manifests under istio/: {manifests:?}");
+    assert!(
+        manifests.len() >= 3,
+        "WasmPlugin manifests under istio/: {manifests:?}"
+    );
     for path in &manifests {
         let file = path.to_string_lossy().into_owned();
         let o = run(&["validate", &file], None);
