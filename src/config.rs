@@ -118,9 +118,27 @@ struct RawConfig {
     /// Prefix of every metric name.
     #[cfg_attr(feature = "schema", schemars(length(max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), extend("default" = DEFAULT_METRICS_PREFIX)))]
     metrics_prefix: Option<String>,
+    /// Which per-version metrics to record; each costs host calls on every request.
+    metrics: Option<RawMetrics>,
     /// The rollback guard of one version: when its failure rate is too high, its
     /// traffic goes to the baseline.
     guard: Option<RawGuard>,
+}
+
+/// Which per-version metrics the filter records.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Metrics"))]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Record P_request_duration_milliseconds (two clock reads and a histogram record
+    /// per request).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    latency: Option<bool>,
+    /// Count P_responses_total by status class (a `:status` read per response, which a
+    /// guard makes anyway).
+    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    responses: Option<bool>,
 }
 
 /// A version of the service.
@@ -394,6 +412,25 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// At most this many token values: the current secret and the ones being rotated.
 pub const MAX_TOKEN_VALUES: usize = 4;
 
+/// Which per-version metrics to record. Each costs host calls on every request, so
+/// users who read latency from Envoy's own per-cluster histograms can turn it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `P_request_duration_milliseconds`: two clock reads and a histogram record.
+    pub latency: bool,
+    /// `P_responses_total`: a `:status` read (still made when a guard needs it).
+    pub responses: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            latency: true,
+            responses: true,
+        }
+    }
+}
+
 /// A parsed, validated config: everything the per-request decision needs, in the
 /// shape it needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -408,6 +445,7 @@ pub struct Config {
     pub buckets: u32,
     pub anonymous: Anonymous,
     pub metrics_prefix: String,
+    pub metrics: MetricsConfig,
     pub guard: Option<GuardConfig>,
     /// murmur3 of the config text: names this config's proxy-wide guard state.
     pub fingerprint: u32,
@@ -605,6 +643,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         buckets,
         anonymous: raw.anonymous.unwrap_or_default(),
         metrics_prefix,
+        metrics: raw
+            .metrics
+            .map_or_else(MetricsConfig::default, |m| MetricsConfig {
+                latency: m.latency.unwrap_or(true),
+                responses: m.responses.unwrap_or(true),
+            }),
         guard,
         fingerprint: 0,
     })
@@ -1169,6 +1213,13 @@ mod tests {
         let c = parse(r#"{"versions":[{"name":"stable"}]}"#).unwrap();
         assert_eq!(c.route_header, DEFAULT_ROUTE_HEADER);
         assert_eq!(c.metrics_prefix, DEFAULT_METRICS_PREFIX);
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                latency: true,
+                responses: true
+            }
+        );
         assert_eq!(c.anonymous, Anonymous::Random);
         assert_eq!(c.buckets, DEFAULT_BUCKETS);
         assert!(c.split_at(0).ranges.is_empty());
@@ -1727,6 +1778,36 @@ mod tests {
         assert_rejected(
             &o(r#"{"trusted_sources":["10.0.0.0/8"]}"#),
             "override.trusted_sources: there is no override.header or override.cookie",
+        );
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_one_by_one() {
+        let c = parse(r#"{"versions":[{"name":"s"}],"metrics":{"latency":false}}"#).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                latency: false,
+                responses: true
+            }
+        );
+        let c =
+            parse(r#"{"versions":[{"name":"s"}],"metrics":{"responses":false,"latency":false}}"#)
+                .unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                latency: false,
+                responses: false
+            }
+        );
+        assert_rejected(
+            r#"{"versions":[{"name":"s"}],"metrics":{"latency":"no"}}"#,
+            "metrics.latency: invalid type: string \"no\", expected a boolean",
+        );
+        assert_rejected(
+            r#"{"versions":[{"name":"s"}],"metrics":{"requests":false}}"#,
+            "metrics.requests: unknown field `requests`",
         );
     }
 

@@ -5,7 +5,9 @@
 //! Host calls per request: one read of the whole request header map, one header
 //! write, one counter increment and one clock read on the way in; one `:status`
 //! read, one counter increment, one clock read and one histogram record on the way
-//! out. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
+//! out. `metrics.latency: false` drops the clock reads and the histogram,
+//! `metrics.responses: false` the `:status` read (unless a guard needs it) and the
+//! counter. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
 //! changes request headers, so no explicit `clear_route_cache` call is made.
 //!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
@@ -380,7 +382,12 @@ impl HttpContext for CanaryRequest {
         {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        self.decided = Some((assignment.version, hostcalls::get_current_time().ok()));
+        let started = if active.metrics.records_latency() {
+            hostcalls::get_current_time().ok()
+        } else {
+            None
+        };
+        self.decided = Some((assignment.version, started));
         Action::Continue
     }
 
@@ -390,18 +397,22 @@ impl HttpContext for CanaryRequest {
         else {
             return Action::Continue;
         };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten();
+        // No response-side host call that the config does not use.
+        let status = if active.metrics.counts_responses() || active.config.guard.is_some() {
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         let code_class = status.as_deref().and_then(code_class_index);
         if let Some(id) = code_class.and_then(|c| active.metrics.response(version, c)) {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        let now = hostcalls::get_current_time().ok();
-        if let (Some(started), Some(now), Some(id)) =
-            (started, now, active.metrics.duration(version))
-        {
-            if let Ok(elapsed) = now.duration_since(started) {
+        let mut now = None;
+        if let (Some(started), Some(id)) = (started, active.metrics.duration(version)) {
+            now = hostcalls::get_current_time().ok();
+            if let Some(elapsed) = now.and_then(|now| now.duration_since(started).ok()) {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
             }
         }

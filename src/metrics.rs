@@ -85,16 +85,20 @@ impl MetricTable {
                     .requests
                     .push(sink.define(MetricKind::Counter, &name)?);
             }
-            for class in CODE_CLASSES {
-                let name = responses_total_name(prefix, v, class);
-                table
-                    .responses
-                    .push(sink.define(MetricKind::Counter, &name)?);
+            if config.metrics.responses {
+                for class in CODE_CLASSES {
+                    let name = responses_total_name(prefix, v, class);
+                    table
+                        .responses
+                        .push(sink.define(MetricKind::Counter, &name)?);
+                }
             }
-            let name = request_duration_name(prefix, v);
-            table
-                .durations
-                .push(sink.define(MetricKind::Histogram, &name)?);
+            if config.metrics.latency {
+                let name = request_duration_name(prefix, v);
+                table
+                    .durations
+                    .push(sink.define(MetricKind::Histogram, &name)?);
+            }
             let name = weight_gauge_name(prefix, v);
             table.weights.push(sink.define(MetricKind::Gauge, &name)?);
         }
@@ -116,6 +120,16 @@ impl MetricTable {
 
     pub fn guard_tripped(&self) -> Option<u32> {
         self.guard_tripped
+    }
+
+    /// True if responses are counted per status class.
+    pub fn counts_responses(&self) -> bool {
+        !self.responses.is_empty()
+    }
+
+    /// True if the per-version latency histogram is recorded.
+    pub fn records_latency(&self) -> bool {
+        !self.durations.is_empty()
     }
 
     pub fn request(&self, version: usize, reason: Reason) -> Option<u32> {
@@ -239,6 +253,24 @@ mod tests {
                 "version=.=canary;.;canary_guard_tripped".into()
             )
         );
+    }
+
+    #[test]
+    fn metrics_turned_off_are_not_defined() {
+        let config = Config::from_json(
+            br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"metrics":{"latency":false,"responses":false}}"#,
+        )
+        .unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(rec.0.len(), 2 * (6 + 1));
+        assert!(!table.counts_responses() && !table.records_latency());
+        assert_eq!(table.response(0, 1), None);
+        assert_eq!(table.duration(0), None);
+        assert!(rec
+            .0
+            .iter()
+            .all(|(_, n)| !n.contains("responses_total") && !n.contains("duration")));
     }
 
     #[test]

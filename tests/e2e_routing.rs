@@ -7,7 +7,7 @@ mod harness;
 use canary_router::config::Config;
 use canary_router::decide::{decide, Reason, Rng, Routing};
 use canary_router::request::{serialize_headers, SerializedHeaders};
-use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions};
+use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions, Metrics};
 use std::collections::BTreeMap;
 
 const CONFIG: &str = r#"{
@@ -438,5 +438,32 @@ fn the_shipped_envoy_yaml_config_is_valid_and_serves_the_documented_split() {
         "duration histogram count {} != {}",
         histogram_count(),
         users.len()
+    );
+}
+
+#[test]
+fn metrics_turned_off_are_absent_and_routing_is_unchanged() {
+    let config = CONFIG.replace(
+        r#""metrics_prefix": "canary""#,
+        r#""metrics_prefix": "canary", "metrics": { "latency": false, "responses": false }"#,
+    );
+    let envoy = Envoy::start(EnvoyOptions::with_config(config));
+    let parsed = Config::from_json(CONFIG.as_bytes()).unwrap();
+    let mut client = envoy.client();
+    for user in user_ids("metrics-off", 300) {
+        assert_eq!(
+            client.get_with(&[("x-user-id", &user)]).served_by(),
+            expected_version(&parsed, &user).0
+        );
+    }
+    let text = envoy.admin_get("/stats/prometheus").body_text();
+    assert!(!text.contains("canary_responses_total"), "{text}");
+    assert!(
+        !text.contains("canary_request_duration_milliseconds"),
+        "{text}"
+    );
+    assert_eq!(
+        Metrics::parse(&text).sum("canary_requests_total", &[]),
+        300.0
     );
 }
