@@ -10,7 +10,7 @@ ENVOY        := $(TOOLS)/bin/envoy
 WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 
-.PHONY: all build wasm-target wasm-opt envoy demo demo-rollback test unit e2e lint clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
+.PHONY: all build wasm-target wasm-opt envoy demo demo-rollback test unit e2e lint fuzz clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
 
 all: build
 
@@ -65,6 +65,14 @@ unit:
 ## e2e: only the end-to-end tests against a real Envoy
 e2e: build envoy
 	$(CARGO) test --release --test '*'
+
+## fuzz: the property tests (tests/properties.rs) with many more cases and a fresh
+## seed, in the dev profile so that integer overflow fails too; by hand, not in CI.
+## FUZZ_CASES=1000000 for longer; PROPTEST_RNG_SEED=<printed seed> to replay a run.
+FUZZ_CASES ?= 100000
+fuzz:
+	@seed=$${PROPTEST_RNG_SEED:-$$(date +%s)}; echo "PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES)"; \
+	PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --test properties -- --nocapture
 
 ## lint: rustfmt, and clippy on the host and on wasm32-wasip1, warnings as errors
 lint: wasm-target
