@@ -356,6 +356,38 @@ impl Envoy {
     }
 }
 
+impl Envoy {
+    /// Envoy's Wasm failure stats that are above zero (VM reloads and their
+    /// failures); empty while every VM is healthy.
+    pub fn wasm_failures(&self) -> Vec<(String, u64)> {
+        self.stats()
+            .into_iter()
+            .filter(|(name, value)| {
+                name.starts_with("wasm")
+                    && (name.contains("fail")
+                        || name.contains("crash")
+                        || name.contains("vm_reload"))
+                    && *value > 0
+            })
+            .collect()
+    }
+
+    /// The VM never failed: no Wasm failure stat moved, and the log has none of the
+    /// signs a trapped VM leaves (a Rust panic logs `panicked at`; V8 logs
+    /// `Uncaught RuntimeError`).
+    pub fn assert_vm_healthy(&self) {
+        let failures = self.wasm_failures();
+        assert!(failures.is_empty(), "Wasm failure stats: {failures:?}");
+        let log = self.log();
+        for sign in ["panicked", "Uncaught", "RuntimeError"] {
+            assert!(
+                !log.contains(sign),
+                "the Envoy log shows a VM failure ({sign}):\n{log}"
+            );
+        }
+    }
+}
+
 impl Drop for Envoy {
     fn drop(&mut self) {
         self.kill();
@@ -420,9 +452,20 @@ impl Client {
         path: &str,
         headers: &[(&str, &[u8])],
     ) -> std::io::Result<Response> {
+        let bytes: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        self.request_bytes(method, path, &bytes)
+    }
+
+    /// A request whose header names, too, are any bytes, written as given.
+    pub fn request_bytes(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&[u8], &[u8])],
+    ) -> std::io::Result<Response> {
         let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n").into_bytes();
         for (name, value) in headers {
-            raw.extend_from_slice(name.as_bytes());
+            raw.extend_from_slice(name);
             raw.extend_from_slice(b": ");
             raw.extend_from_slice(value);
             raw.extend_from_slice(b"\r\n");
