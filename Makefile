@@ -75,12 +75,16 @@ fuzz:
 	PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --test properties -- --nocapture
 
 ## soak: 200,000 requests at 64 keep-alive connections through Envoy with 4 workers
-## (CI runs 20,000 at 16); SOAK_REQUESTS / SOAK_CONNECTIONS to change it.
+## (CI runs 20,000 at 16), then 400 config changes in a row (CI runs 60), each with
+## memory checks; SOAK_REQUESTS / SOAK_CONNECTIONS / CHURN_CHANGES to change them.
 SOAK_REQUESTS    ?= 200000
 SOAK_CONNECTIONS ?= 64
+CHURN_CHANGES    ?= 400
 soak: build envoy
 	SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_CONNECTIONS=$(SOAK_CONNECTIONS) \
 	  $(CARGO) test --release --test e2e_soak -- --nocapture
+	CHURN_CHANGES=$(CHURN_CHANGES) \
+	  $(CARGO) test --release --test e2e_reload many_config_changes -- --nocapture
 
 ## lint: rustfmt, and clippy on the host and on wasm32-wasip1, warnings as errors
 lint: wasm-target

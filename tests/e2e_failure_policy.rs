@@ -202,13 +202,30 @@ fn module(behaviour: Behaviour) -> Vec<u8> {
     out
 }
 
-/// Writes a module (or any bytes) to a file the Envoy under test can load.
-fn fixture(name: &str, bytes: &[u8]) -> PathBuf {
+/// A module (or any bytes) in a file the Envoy under test can load; removed on drop.
+struct Fixture(PathBuf);
+
+impl Fixture {
+    fn path(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir); // only once the last one is gone
+        }
+    }
+}
+
+fn fixture(name: &str, bytes: &[u8]) -> Fixture {
     let dir = std::env::temp_dir().join(format!("canary-router-fixtures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("fixture dir");
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write fixture");
-    path
+    Fixture(path)
 }
 
 const POLICIES: [&str; 3] = ["FAIL_CLOSED", "FAIL_OPEN", "FAIL_RELOAD"];
@@ -225,10 +242,8 @@ fn options(policy: &str, wasm: PathBuf) -> EnvoyOptions {
 fn the_hand_made_healthy_module_loads_and_passes_requests_through() {
     // The control for the failing modules below: the same module, healthy, routes
     // every request to the canary.
-    let envoy = Envoy::start(options(
-        "FAIL_CLOSED",
-        fixture("healthy.wasm", &module(Behaviour::Healthy)),
-    ));
+    let healthy = fixture("healthy.wasm", &module(Behaviour::Healthy));
+    let envoy = Envoy::start(options("FAIL_CLOSED", healthy.path()));
     let mut client = envoy.client();
     for _ in 0..10 {
         let r = client.get_with(&[]);
@@ -241,25 +256,31 @@ fn the_hand_made_healthy_module_loads_and_passes_requests_through() {
 fn a_vm_that_cannot_start_makes_envoy_refuse_the_config_under_every_policy() {
     // failure_policy governs a VM that fails while serving; a module that cannot
     // be loaded, started or configured is a config error under every policy.
+    let fixtures = [
+        fixture("not-wasm.wasm", b"this is not a wasm module\n"),
+        fixture("empty.wasm", b""),
+        fixture("vm-start-fails.wasm", &module(Behaviour::VmStartFails)),
+        fixture("configure-traps.wasm", &module(Behaviour::ConfigureTraps)),
+    ];
     let cases = [
         (
             "not a Wasm module",
-            fixture("not-wasm.wasm", b"this is not a wasm module\n"),
+            fixtures[0].path(),
             "Plugin canary-router failed to load",
         ),
         (
             "an empty file",
-            fixture("empty.wasm", b""),
+            fixtures[1].path(),
             "Plugin canary-router failed to load",
         ),
         (
             "proxy_on_vm_start returns false",
-            fixture("vm-start-fails.wasm", &module(Behaviour::VmStartFails)),
+            fixtures[2].path(),
             "Plugin canary-router failed to load",
         ),
         (
             "proxy_on_configure traps",
-            fixture("configure-traps.wasm", &module(Behaviour::ConfigureTraps)),
+            fixtures[3].path(),
             "Plugin canary-router failed to load",
         ),
         (
@@ -328,7 +349,7 @@ fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
 
     // FAIL_CLOSED: the failing request and every one after it get a 503 with an
     // empty body, until Envoy loads a new config or restarts.
-    let envoy = Envoy::start(options("FAIL_CLOSED", crashing.clone()));
+    let envoy = Envoy::start(options("FAIL_CLOSED", crashing.path()));
     let mut client = envoy.client();
     assert_eq!(
         answers(&mut client, 6),
@@ -342,7 +363,7 @@ fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
 
     // FAIL_OPEN: the failing request gets a 503; after it the filter is skipped:
     // no route header, so the route table's default (stable), and no metrics.
-    let envoy = Envoy::start(options("FAIL_OPEN", crashing.clone()));
+    let envoy = Envoy::start(options("FAIL_OPEN", crashing.path()));
     let mut client = envoy.client();
     assert_eq!(
         answers(&mut client, 6),
@@ -359,7 +380,7 @@ fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
 
     // FAIL_RELOAD: the failing request and those within the back-off (1 s base)
     // get a 503; the next request after it starts a new VM, which serves it.
-    let envoy = Envoy::start(options("FAIL_RELOAD", crashing));
+    let envoy = Envoy::start(options("FAIL_RELOAD", crashing.path()));
     let mut client = envoy.client();
     assert_eq!(answers(&mut client, 3), vec![ok(), failed(), failed()]);
     assert!(reload_stat(&envoy, "vm_reload_backoff") >= 1);
@@ -401,7 +422,7 @@ fn a_listener_update_with_a_module_that_cannot_load_is_rejected_and_the_old_one_
         let log = envoy
             .reload(|config| {
                 config["vm_config"]["code"]["local"]["filename"] =
-                    serde_yaml::Value::from(path.to_string_lossy().into_owned());
+                    serde_yaml::Value::from(path.path().to_string_lossy().into_owned());
                 config["failure_policy"] = serde_yaml::Value::from("FAIL_OPEN");
             })
             .expect_err("Envoy must reject a module that cannot load");

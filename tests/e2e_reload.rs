@@ -261,3 +261,56 @@ fn plugin_config_changes_under_load_lose_no_request_and_move_no_user_but_the_rew
         stats.retries
     );
 }
+
+#[test]
+fn many_config_changes_hold_memory_flat_and_keep_serving() {
+    // Config churn is where a filter leaks: every change makes a new root context
+    // (and defines its metrics again), and the old one must go when its listener has
+    // drained. 60 changes between two weights, requests in between.
+    let envoy = Envoy::start(EnvoyOptions {
+        listener_from_file: true,
+        drain_time_s: Some(1),
+        ..EnvoyOptions::with_config(BEFORE)
+    });
+    let pid = envoy.pid().expect("running");
+    let users = user_ids("churn", 200);
+    let configs = [
+        BEFORE.replace(r#""weight": 20"#, r#""weight": 30"#),
+        BEFORE.to_string(),
+    ];
+    let expected: Vec<Vec<String>> = configs.iter().map(|c| versions_of(c, &users)).collect();
+    let changes: usize = std::env::var("CHURN_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let mut rss = Vec::new();
+    for round in 0..changes {
+        let which = round % 2;
+        envoy
+            .reload_plugin_config(&configs[which])
+            .expect("accepted");
+        // A fresh connection sees the new config at once.
+        let mut client = envoy.client();
+        for (user, version) in users.iter().zip(&expected[which]).take(20) {
+            assert_eq!(
+                &client.get_with(&[("x-user-id", user)]).served_by(),
+                version
+            );
+        }
+        if round == 9 || round + 1 == changes || (round + 1) % 50 == 0 {
+            wait_drained(&envoy);
+            rss.push(harness::rss_kib(pid).expect("rss"));
+        }
+    }
+    envoy.assert_vm_healthy();
+    let m = envoy.prometheus();
+    assert_eq!(m.sum("canary_requests_total", &[]), (changes * 20) as f64);
+    let (warm, end) = (rss[0], *rss.last().expect("samples"));
+    let growth = end.saturating_sub(warm);
+    eprintln!("config churn: {changes} changes; RSS KiB after 10, every 50, at the end: {rss:?} (+{growth} KiB after 10)");
+    assert!(
+        growth <= 4 * 1024,
+        "RSS grew by {growth} KiB over {} config changes: a leak per change",
+        changes - 10
+    );
+}
