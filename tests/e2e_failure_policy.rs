@@ -315,6 +315,29 @@ fn a_vm_that_cannot_start_makes_envoy_refuse_the_config_under_every_policy() {
             }
         }
     }
+    // The real filter with a bad plugin config: on_configure returns false.
+    for policy in POLICIES {
+        let bad = EnvoyOptions {
+            plugin_config: Some(r#"{"versions":[]}"#.to_string()),
+            ..options(policy, harness::wasm_path())
+        };
+        match Envoy::try_start(bad) {
+            Ok(envoy) => panic!(
+                "a bad config under {policy}: Envoy started; log:\n{}",
+                envoy.log()
+            ),
+            Err(failure) => {
+                assert_eq!(failure.exit_code, Some(1), "a bad config under {policy}");
+                assert!(
+                    failure.log.contains(
+                        "config rejected (1 problem): versions: needs at least one version"
+                    ) && failure.log.contains("Plugin canary-router failed to load"),
+                    "a bad config under {policy}:\n{}",
+                    failure.log
+                );
+            }
+        }
+    }
 }
 
 /// Sends `n` requests and returns (status, body) of each.
