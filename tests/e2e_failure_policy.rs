@@ -238,6 +238,13 @@ fn options(policy: &str, wasm: PathBuf) -> EnvoyOptions {
     }
 }
 
+fn one_worker(options: EnvoyOptions) -> EnvoyOptions {
+    EnvoyOptions {
+        concurrency: 1,
+        ..options
+    }
+}
+
 #[test]
 fn the_hand_made_healthy_module_loads_and_passes_requests_through() {
     // The control for the failing modules below: the same module, healthy, routes
@@ -361,7 +368,7 @@ fn reload_stat(envoy: &Envoy, name: &str) -> u64 {
 #[test]
 fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
     // The module routes its first request to the canary and traps on its second.
-    // One connection, so one worker and one VM.
+    // One worker, so one VM, whatever connection a request comes on.
     let crashing = fixture(
         "second-request-traps.wasm",
         &module(Behaviour::SecondRequestTraps),
@@ -372,7 +379,7 @@ fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
 
     // FAIL_CLOSED: the failing request and every one after it get a 503 with an
     // empty body, until Envoy loads a new config or restarts.
-    let envoy = Envoy::start(options("FAIL_CLOSED", crashing.path()));
+    let envoy = Envoy::start(one_worker(options("FAIL_CLOSED", crashing.path())));
     let mut client = envoy.client();
     assert_eq!(
         answers(&mut client, 6),
@@ -386,7 +393,7 @@ fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
 
     // FAIL_OPEN: the failing request gets a 503; after it the filter is skipped:
     // no route header, so the route table's default (stable), and no metrics.
-    let envoy = Envoy::start(options("FAIL_OPEN", crashing.path()));
+    let envoy = Envoy::start(one_worker(options("FAIL_OPEN", crashing.path())));
     let mut client = envoy.client();
     assert_eq!(
         answers(&mut client, 6),
@@ -403,7 +410,7 @@ fn a_vm_that_fails_while_serving_answers_503_then_per_policy() {
 
     // FAIL_RELOAD: the failing request and those within the back-off (1 s base)
     // get a 503; the next request after it starts a new VM, which serves it.
-    let envoy = Envoy::start(options("FAIL_RELOAD", crashing.path()));
+    let envoy = Envoy::start(one_worker(options("FAIL_RELOAD", crashing.path())));
     let mut client = envoy.client();
     assert_eq!(answers(&mut client, 3), vec![ok(), failed(), failed()]);
     assert!(reload_stat(&envoy, "vm_reload_backoff") >= 1);

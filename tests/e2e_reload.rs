@@ -51,18 +51,20 @@ struct Record {
     at: Instant,
 }
 
-/// Waits until no listener or filter chain of a replaced config is still draining.
+/// Waits until no listener is warming up and none (nor any filter chain) of a
+/// replaced config is still draining: from then on every connection has the config
+/// last taken.
 fn wait_drained(envoy: &Envoy) {
     let draining = || {
         let stats = envoy.stats();
-        stats
-            .get("listener_manager.total_filter_chains_draining")
-            .copied()
-            .unwrap_or(0)
-            + stats
-                .get("listener_manager.total_listeners_draining")
-                .copied()
-                .unwrap_or(0)
+        [
+            "listener_manager.total_filter_chains_draining",
+            "listener_manager.total_listeners_draining",
+            "listener_manager.total_listeners_warming",
+        ]
+        .iter()
+        .map(|name| stats.get(*name).copied().unwrap_or(0))
+        .sum::<u64>()
     };
     assert!(
         wait_until(Duration::from_secs(30), || draining() == 0),

@@ -442,8 +442,10 @@ impl Envoy {
     /// With `listener_from_file`: changes the ingress listener's canary-router
     /// filter config (`change` gets the filter's `typed_config.config`: `configuration`,
     /// `vm_config`, `failure_policy`), writes the listener file, and waits until
-    /// Envoy has taken the update (`Ok`) or rejected it (`Err` with the log lines
-    /// since). Panics if neither happens within 30 s.
+    /// Envoy has taken the update and warmed the new listener up, so that new
+    /// connections get it (`Ok`), or rejected it (`Err` with the log lines since).
+    /// Connections opened before keep the old config until Envoy drains them.
+    /// Panics if neither happens within 30 s.
     pub fn reload(&self, change: impl FnOnce(&mut Value)) -> Result<(), String> {
         let lds = self
             .lds
@@ -470,7 +472,10 @@ impl Envoy {
         lds.write(&candidate);
         let start = Instant::now();
         loop {
-            if counter("listener_manager.lds.update_success") > accepted {
+            // Taken, and warmed up: new connections now get the new config.
+            if counter("listener_manager.lds.update_success") > accepted
+                && counter("listener_manager.total_listeners_warming") == 0
+            {
                 *listener = candidate;
                 return Ok(());
             }
