@@ -24,6 +24,7 @@ use proptest::sample::select;
 use proptest::test_runner::{Config as RunnerConfig, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 // ---- Running ------------------------------------------------------------------------
@@ -378,11 +379,60 @@ fn versions() -> BoxedStrategy<Value> {
 }
 
 fn config_json() -> BoxedStrategy<Value> {
+    let token = (
+        required(header_name().prop_map(Value::String)),
+        required(
+            prop::collection::vec(
+                good_or_bad(
+                    prop_oneof![
+                        select(SECRETS.to_vec()).prop_map(str::to_string),
+                        "[!-~]{16,24}"
+                    ],
+                    prop_oneof![
+                        strings(&["short-secret", "0123456789 abcdef", "0123456789abcdé!"]),
+                        ".{0,20}"
+                    ],
+                ),
+                0..6,
+            )
+            .prop_map(|v| Value::Array(v.into_iter().map(Value::String).collect())),
+        ),
+    )
+        .prop_map(|(header, values)| object(&[("header", header), ("values", values)]));
+    let trusted_sources = prop::collection::vec(
+        good_or_bad(
+            select(RANGES.to_vec()).prop_map(str::to_string),
+            prop_oneof![
+                strings(&[
+                    "10.0.0.0/33",
+                    "",
+                    "1.2.3",
+                    "::/129",
+                    "fe80::1%eth0",
+                    "10.0.0.0/08",
+                    "10.0.0.0/",
+                    "/8"
+                ]),
+                ".{0,12}"
+            ],
+        ),
+        0..4,
+    )
+    .prop_map(|v| Value::Array(v.into_iter().map(Value::String).collect()));
     let override_ = (
         field(header_name().prop_map(Value::String)),
         field(cookie_name().prop_map(Value::String)),
+        prop_oneof![4 => Just(None), 1 => mostly(token).prop_map(Some)],
+        prop_oneof![4 => Just(None), 1 => mostly(trusted_sources).prop_map(Some)],
     )
-        .prop_map(|(h, c)| object(&[("header", h), ("cookie", c)]));
+        .prop_map(|(h, c, token, sources)| {
+            object(&[
+                ("header", h),
+                ("cookie", c),
+                ("token", token),
+                ("trusted_sources", sources),
+            ])
+        });
     let hash = (
         field(header_name().prop_map(Value::String)),
         field(cookie_name().prop_map(Value::String)),
@@ -631,6 +681,43 @@ fn check_accepted(config: &Config, text: &[u8], extra_times: &[i64]) -> Result<(
     {
         ensure!(is_token(name), "cookie {name:?}");
     }
+    // A token or trusted sources protect an override, and a token is a real secret.
+    let protects = config.override_.header.is_some() || config.override_.cookie.is_some();
+    if let Some(token) = &config.override_.token {
+        ensure!(protects, "a token with no override to protect");
+        ensure!(
+            is_token(&token.header) && token.header == token.header.to_ascii_lowercase(),
+            "token header {:?}",
+            token.header
+        );
+        ensure!(
+            token.header != *rh,
+            "the token header doubles as the route header"
+        );
+        ensure!(
+            (1..=4).contains(&token.values.len()),
+            "{} token values",
+            token.values.len()
+        );
+        for value in &token.values {
+            ensure!(
+                value.len() >= 16 && value.iter().all(|b| (0x21..=0x7e).contains(b)),
+                "a weak or unprintable token ({} bytes)",
+                value.len()
+            );
+        }
+        // The secrets never show in a debug print of the config.
+        let printed = format!("{config:?}");
+        for value in &token.values {
+            ensure!(
+                !printed.contains(&*String::from_utf8_lossy(value)),
+                "a token shows in the config's debug print"
+            );
+        }
+    }
+    if !config.override_.trusted_sources.is_empty() {
+        ensure!(protects, "trusted sources with no override to protect");
+    }
     if !config.users.is_empty() {
         ensure!(
             config.hash.header.is_some() || config.hash.cookie.is_some(),
@@ -793,6 +880,7 @@ fn config_parsing_never_panics_on_arbitrary_bytes() {
 fn config_parsing_of_config_shaped_json_never_panics_and_accepted_configs_hold_every_invariant() {
     let accepted = AtomicUsize::new(0);
     let rejected = AtomicUsize::new(0);
+    let with_trust = AtomicUsize::new(0);
     check(
         "config-shaped JSON",
         10000,
@@ -802,6 +890,11 @@ fn config_parsing_of_config_shaped_json_never_panics_and_accepted_configs_hold_e
             match Config::from_json(&text) {
                 Ok(config) => {
                     accepted.fetch_add(1, Ordering::Relaxed);
+                    if config.override_.token.is_some()
+                        || !config.override_.trusted_sources.is_empty()
+                    {
+                        with_trust.fetch_add(1, Ordering::Relaxed);
+                    }
                     check_accepted(&config, &text, &[])?;
                 }
                 Err(errors) => {
@@ -846,7 +939,14 @@ fn config_parsing_of_config_shaped_json_never_panics_and_accepted_configs_hold_e
         },
     );
     let (accepted, rejected) = (accepted.into_inner(), rejected.into_inner());
-    eprintln!("config-shaped JSON: {accepted} accepted, {rejected} rejected");
+    let with_trust = with_trust.into_inner();
+    eprintln!(
+        "config-shaped JSON: {accepted} accepted ({with_trust} with a token or trusted sources), {rejected} rejected"
+    );
+    assert!(
+        with_trust > 0,
+        "no accepted config had a token or trusted sources"
+    );
     // The generator must exercise both sides, or the invariants go unchecked.
     assert!(
         accepted * 10 >= accepted + rejected && rejected * 10 >= accepted + rejected,
@@ -946,7 +1046,40 @@ struct Setup {
     users: Vec<(String, usize)>,
     anonymous: Anonymous,
     guarded: Option<usize>,
+    /// `override.token`: the accepted secrets (header `x-canary-token`).
+    token: Option<Vec<String>>,
+    /// `override.trusted_sources`, as written.
+    trusted: Vec<String>,
 }
+
+const TOKEN_HEADER: &str = "x-canary-token";
+const SECRETS: &[&str] = &[
+    "0123456789abcdef",
+    "fedcba9876543210XYZ",
+    "s3cr3t-t0ken-!#$%&",
+];
+const RANGES: &[&str] = &[
+    "10.0.0.0/8",
+    "192.168.1.7",
+    "::1",
+    "fd00::/8",
+    "203.0.113.0/24",
+    "0.0.0.0/0",
+    "2001:db8::/32",
+    "127.0.0.1/32",
+];
+const SOURCES: &[&str] = &[
+    "10.1.2.3",
+    "11.0.0.1",
+    "192.168.1.7",
+    "192.168.1.8",
+    "::1",
+    "::ffff:10.0.0.5",
+    "fd00::1",
+    "2001:db8::42",
+    "203.0.113.200",
+    "127.0.0.1",
+];
 
 fn setup() -> BoxedStrategy<Setup> {
     let pool = vec!["stable", "canary", "beta", "v2.0", "exp_1"];
@@ -971,9 +1104,13 @@ fn setup() -> BoxedStrategy<Setup> {
         ),
         any::<bool>(),
         prop::option::of(1usize..4),
+        (
+            prop::option::weighted(0.3, prop::sample::subsequence(SECRETS.to_vec(), 1..=2)),
+            prop::option::weighted(0.3, prop::sample::subsequence(RANGES.to_vec(), 1..=3)),
+        ),
     )
         .prop_map(
-            |(names, n, raw_weights, buckets, headers, salt, users, baseline, guarded)| {
+            |(names, n, raw_weights, buckets, headers, salt, users, baseline, guarded, trust)| {
                 let names: Vec<String> = names[..n].iter().map(|s| s.to_string()).collect();
                 let mut left = 100;
                 let weights: Vec<u32> = raw_weights[..n - 1]
@@ -1033,6 +1170,24 @@ fn setup() -> BoxedStrategy<Setup> {
                     config["guard"] =
                         serde_json::json!({ "version": names[g], "max_error_rate": 0.1 });
                 }
+                // A token or trusted sources only where there is an override to protect.
+                let protects = override_header.is_some() || override_cookie.is_some();
+                let token: Option<Vec<String>> = trust
+                    .0
+                    .filter(|_| protects)
+                    .map(|v| v.iter().map(|s| s.to_string()).collect());
+                let trusted: Vec<String> = trust
+                    .1
+                    .filter(|_| protects)
+                    .map(|v| v.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                if let Some(values) = &token {
+                    config["override"]["token"] =
+                        serde_json::json!({ "header": "X-Canary-Token", "values": values });
+                }
+                if !trusted.is_empty() {
+                    config["override"]["trusted_sources"] = serde_json::json!(trusted);
+                }
                 Setup {
                     json: config.to_string(),
                     names,
@@ -1046,6 +1201,8 @@ fn setup() -> BoxedStrategy<Setup> {
                     users,
                     anonymous,
                     guarded,
+                    token,
+                    trusted,
                 }
             },
         )
@@ -1131,7 +1288,7 @@ fn request_pairs() -> BoxedStrategy<Vec<(Vec<u8>, Vec<u8>)>> {
     let name = prop_oneof![
         6 => strings(&[
             "x-user-id", "X-User-Id", "x-uid", "x-canary", "X-CANARY", "x-override",
-            "x-canary-version", ":path", ":authority", "user-agent",
+            "x-canary-version", ":path", ":authority", "user-agent", "x-canary-token",
         ])
         .prop_map(String::into_bytes),
         1 => "[a-z-]{1,8}".prop_map(String::into_bytes),
@@ -1141,8 +1298,17 @@ fn request_pairs() -> BoxedStrategy<Vec<(Vec<u8>, Vec<u8>)>> {
         3 => (name, header_value()),
         2 => (strings(&["cookie", "Cookie", "COOKIE"]).prop_map(String::into_bytes), cookie_header()),
     ];
-    // Besides the noise, often an override or a user ID under a name the config may read.
+    // Besides the noise, often an override, a token or a user ID under a name the
+    // config may read.
     let aimed = prop_oneof![
+        (
+            Just(TOKEN_HEADER.as_bytes().to_vec()),
+            prop_oneof![
+                3 => select(SECRETS.to_vec()).prop_map(|s| s.as_bytes().to_vec()),
+                1 => strings(&["0123456789abcdeF", "0123456789abcde", "0123456789abcdef0", "", " 0123456789abcdef"])
+                    .prop_map(String::into_bytes),
+            ],
+        ),
         (
             strings(&["x-canary", "X-Canary", "x-override"]).prop_map(String::into_bytes),
             strings(&["canary", "stable", "beta", "v2.0", "exp_1"]).prop_map(String::into_bytes),
@@ -1271,13 +1437,8 @@ fn murmur3(bytes: &[u8]) -> u32 {
     murmur3::murmur3_32(&mut std::io::Cursor::new(bytes), 0).expect("in memory")
 }
 
-/// The decision by the documented rules, computed without the crate's code.
-fn model_decide(
-    s: &Setup,
-    pairs: &[(Vec<u8>, Vec<u8>)],
-    guard_tripped: bool,
-    rng_seed: u64,
-) -> (usize, Reason) {
+/// The version an override header or cookie names, before any trust check.
+fn model_named_override(s: &Setup, pairs: &[(Vec<u8>, Vec<u8>)]) -> Option<usize> {
     let names_version =
         |v: Option<&[u8]>| v.and_then(|v| s.names.iter().position(|n| n.as_bytes() == v));
     let by_header = s
@@ -1288,7 +1449,32 @@ fn model_decide(
         .override_cookie
         .as_deref()
         .and_then(|c| names_version(model_cookie(pairs, c)));
-    if let Some(v) = by_header.or(by_cookie) {
+    by_header.or(by_cookie)
+}
+
+/// An override counts only with a configured token's exact value (the first token
+/// header; none presented is no match) and from a trusted source, when configured.
+fn model_override_allowed(s: &Setup, pairs: &[(Vec<u8>, Vec<u8>)], source: Option<IpAddr>) -> bool {
+    let token_ok = s.token.as_ref().is_none_or(|secrets| {
+        let presented = model_header(pairs, TOKEN_HEADER).unwrap_or_default();
+        secrets.iter().any(|secret| secret.as_bytes() == presented)
+    });
+    let source_ok = s.trusted.is_empty()
+        || source.is_some_and(|ip| s.trusted.iter().any(|range| model_in_range(range, ip)));
+    token_ok && source_ok
+}
+
+/// The decision by the documented rules, computed without the crate's code.
+fn model_decide(
+    s: &Setup,
+    pairs: &[(Vec<u8>, Vec<u8>)],
+    source: Option<IpAddr>,
+    guard_tripped: bool,
+    rng_seed: u64,
+) -> (usize, Reason) {
+    if let Some(v) =
+        model_named_override(s, pairs).filter(|_| model_override_allowed(s, pairs, source))
+    {
         return (v, Reason::Override);
     }
     let id = s
@@ -1337,17 +1523,73 @@ fn pair_refs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
         .collect()
 }
 
+/// A request's headers and the address it came from.
+struct Facts<'a> {
+    headers: SerializedHeaders<'a>,
+    source: Option<IpAddr>,
+}
+
+impl RequestFacts for Facts<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.header(name)
+    }
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.headers.cookie(name)
+    }
+    fn source_address(&self) -> Option<IpAddr> {
+        self.source
+    }
+}
+
 fn decide_bytes(config: &Config, map: &[u8], tripped: bool, seed: u64) -> Assignment {
+    decide_from(config, map, None, tripped, seed)
+}
+
+fn decide_from(
+    config: &Config,
+    map: &[u8],
+    source: Option<IpAddr>,
+    tripped: bool,
+    seed: u64,
+) -> Assignment {
     let routing = Routing {
         guard_tripped: tripped,
         ..Routing::at(config, 0)
     };
-    decide(
-        config,
-        &routing,
-        &SerializedHeaders::new(map),
-        &mut Rng::new(seed),
-    )
+    let facts = Facts {
+        headers: SerializedHeaders::new(map),
+        source,
+    };
+    decide(config, &routing, &facts, &mut Rng::new(seed))
+}
+
+/// The documented meaning of a trusted source range, computed without the crate's
+/// code: an address, or an address and a prefix length; an IPv4 client seen as
+/// `::ffff:a.b.c.d` is that IPv4 address.
+fn model_in_range(range: &str, address: IpAddr) -> bool {
+    let (net, prefix) = match range.split_once('/') {
+        Some((a, p)) => (a, p.parse::<u32>().ok()),
+        None => (range, None),
+    };
+    let Ok(net) = net.parse::<IpAddr>() else {
+        return false;
+    };
+    let address = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    };
+    // The top `prefix` bits of two `width`-bit numbers agree.
+    let same_prefix = |a: u128, b: u128, width: u32| {
+        let prefix = prefix.unwrap_or(width).min(width);
+        prefix == 0 || (a ^ b) >> (width - prefix) == 0
+    };
+    match (net, address) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            same_prefix(u128::from(u32::from(n)), u128::from(u32::from(a)), 32)
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => same_prefix(u128::from(n), u128::from(a), 128),
+        _ => false,
+    }
 }
 
 #[test]
@@ -1356,6 +1598,8 @@ fn the_decision_on_arbitrary_requests_equals_the_model_and_is_always_a_valid_ver
         .map(|_| AtomicUsize::new(0))
         .collect();
     let corrupt = AtomicUsize::new(0);
+    // Overrides named under a token or trusted sources: let through, and refused.
+    let (guarded_allowed, guarded_refused) = (AtomicUsize::new(0), AtomicUsize::new(0));
     check(
         "decision",
         10000,
@@ -1365,8 +1609,12 @@ fn the_decision_on_arbitrary_requests_equals_the_model_and_is_always_a_valid_ver
             map_damage(),
             any::<bool>(),
             any::<u64>(),
+            prop::option::weighted(
+                0.8,
+                select(SOURCES.to_vec()).prop_map(|a| a.parse::<IpAddr>().expect("address")),
+            ),
         ),
-        |(s, pairs, damage, tripped, seed)| {
+        |(s, pairs, damage, tripped, seed, source)| {
             let config = Config::from_json(s.json.as_bytes())
                 .map_err(|e| fail(format!("a valid config was refused: {e:?} in {}", s.json)))?;
             let mut map = serialize_headers(&pair_refs(&pairs));
@@ -1386,14 +1634,14 @@ fn the_decision_on_arbitrary_requests_equals_the_model_and_is_always_a_valid_ver
                     "a well-formed map reads back differently"
                 );
             }
-            let a = decide_bytes(&config, &map, tripped, seed);
+            let a = decide_from(&config, &map, source, tripped, seed);
             ensure!(
                 a.version < s.names.len(),
                 "version {} of {}",
                 a.version,
                 s.names.len()
             );
-            let expected = model_decide(&s, &recovered, tripped, seed);
+            let expected = model_decide(&s, &recovered, source, tripped, seed);
             ensure!(
                 (a.version, a.reason) == expected,
                 "decided {:?}, the model says {expected:?}",
@@ -1418,13 +1666,22 @@ fn the_decision_on_arbitrary_requests_equals_the_model_and_is_always_a_valid_ver
             // tripped guard then moves it).
             let anonymous = user_id(&config, &SerializedHeaders::new(&map)).is_none();
             if !(anonymous && matches!(a.reason, Reason::Random | Reason::Guard)) {
-                let other = decide_bytes(&config, &map, tripped, seed.wrapping_add(1));
+                let other = decide_from(&config, &map, source, tripped, seed.wrapping_add(1));
                 ensure!(
                     other == a,
                     "the decision depends on the rng: {a:?} vs {other:?}"
                 );
             }
             reasons[a.reason.index()].fetch_add(1, Ordering::Relaxed);
+            if (s.token.is_some() || !s.trusted.is_empty())
+                && model_named_override(&s, &recovered).is_some()
+            {
+                if a.reason == Reason::Override {
+                    guarded_allowed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    guarded_refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Ok(())
         },
     );
@@ -1438,10 +1695,15 @@ fn the_decision_on_arbitrary_requests_equals_the_model_and_is_always_a_valid_ver
             )
         })
         .collect();
+    let (allowed, refused) = (guarded_allowed.into_inner(), guarded_refused.into_inner());
     eprintln!(
-        "decision: reasons {} ({} corrupt maps)",
+        "decision: reasons {} ({} corrupt maps); overrides under a token or trusted sources: {allowed} let through, {refused} refused",
         counts.join(" "),
         corrupt.load(Ordering::Relaxed)
+    );
+    assert!(
+        allowed > 0 && refused > 0,
+        "the trust rules went unexercised"
     );
     // Every rule must be reached, or the model comparison proves little.
     for r in Reason::ALL {
@@ -1741,6 +2003,47 @@ fn the_guard_never_panics_and_trips_only_on_evidence() {
                 let decoded = GuardState::decode(&state.encode(), &config);
                 ensure!(decoded.as_ref() == Some(&state), "encode/decode differ");
             }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn source_ranges_parse_any_text_without_panicking_and_contain_what_they_should() {
+    let v4 = any::<[u8; 4]>().prop_map(IpAddr::from);
+    let v6 = any::<[u16; 8]>().prop_map(IpAddr::from);
+    let address = prop_oneof![v4.clone(), v6.clone()];
+    check(
+        "source ranges",
+        10000,
+        (
+            prop_oneof![".{0,20}", "[0-9./:a-f]{0,20}"],
+            address.clone(),
+            prop::option::of(0u32..=130),
+            address.clone(),
+            any::<bool>(),
+        ),
+        |(junk, net, prefix, probe, related)| {
+            let _ = canary_router::trust::Cidr::parse(&junk);
+            let text = match prefix {
+                Some(p) => format!("{net}/{p}"),
+                None => net.to_string(),
+            };
+            let width = if net.is_ipv4() { 32 } else { 128 };
+            let parsed = canary_router::trust::Cidr::parse(&text);
+            ensure!(
+                parsed.is_ok() == prefix.is_none_or(|p| p <= width),
+                "{text}: {parsed:?}"
+            );
+            let Ok(range) = parsed else { return Ok(()) };
+            // Probe addresses near the range half the time, so that both answers occur.
+            let probe = if related { net } else { probe };
+            ensure!(
+                range.contains(probe) == model_in_range(&text, probe),
+                "{text} contains {probe}: {}, the model says {}",
+                range.contains(probe),
+                model_in_range(&text, probe)
+            );
             Ok(())
         },
     );
