@@ -11,7 +11,7 @@ WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 CLI          := target/release/canary-router
 
-.PHONY: all build wasm cli schema wasm-target wasm-opt envoy demo demo-rollback test unit e2e lint clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
+.PHONY: all build wasm cli schema wasm-target wasm-opt envoy demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
 
 all: build
 
@@ -80,6 +80,26 @@ unit:
 ## e2e: only the end-to-end tests against a real Envoy
 e2e: build envoy
 	$(CARGO) test --release --workspace --test '*'
+
+## fuzz: the property tests (tests/properties.rs) with many more cases and a fresh
+## seed, in the dev profile so that integer overflow fails too; by hand, not in CI.
+## FUZZ_CASES=1000000 for longer; PROPTEST_RNG_SEED=<printed seed> to replay a run.
+FUZZ_CASES ?= 100000
+fuzz:
+	@seed=$${PROPTEST_RNG_SEED:-$$(date +%s)}; echo "PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES)"; \
+	PROPTEST_RNG_SEED=$$seed PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --test properties -- --nocapture
+
+## soak: 200,000 requests at 64 keep-alive connections through Envoy with 4 workers
+## (CI runs 20,000 at 16), then 400 config changes in a row (CI runs 60), each with
+## memory checks; SOAK_REQUESTS / SOAK_CONNECTIONS / CHURN_CHANGES to change them.
+SOAK_REQUESTS    ?= 200000
+SOAK_CONNECTIONS ?= 64
+CHURN_CHANGES    ?= 400
+soak: build envoy
+	SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_CONNECTIONS=$(SOAK_CONNECTIONS) \
+	  $(CARGO) test --release --test e2e_soak -- --nocapture
+	CHURN_CHANGES=$(CHURN_CHANGES) \
+	  $(CARGO) test --release --test e2e_reload many_config_changes -- --nocapture
 
 ## lint: rustfmt, and clippy on the host and on wasm32-wasip1, warnings as errors
 lint: wasm-target

@@ -27,8 +27,11 @@ impl Schedule {
     /// The weight at `now_ms` (unix ms), in basis points, rounded down to a whole
     /// number of buckets so that it maps to an exact bucket range.
     pub fn weight_at(&self, now_ms: i64, buckets: u32) -> u32 {
-        let at = |step: &Step| self.start_ms.saturating_add(step.after_ms as i64);
-        let Some(current) = self.steps.iter().rposition(|s| at(s) <= now_ms) else {
+        // In i128: `after` goes up to u64::MAX ms, so `start + after` may lie beyond
+        // i64; such a step is simply never reached (it must not wrap into the past).
+        let at = |step: &Step| i128::from(self.start_ms) + i128::from(step.after_ms);
+        let now = i128::from(now_ms);
+        let Some(current) = self.steps.iter().rposition(|s| at(s) <= now) else {
             return 0;
         };
         let step = self.steps[current];
@@ -38,7 +41,7 @@ impl Schedule {
         let (t0, t1) = (at(&step), at(next));
         let span = (t1 - t0).max(1) as u128;
         let rise = u128::from(next.weight_basis_points - step.weight_basis_points);
-        let done = (now_ms - t0) as u128;
+        let done = (now - t0) as u128;
         let weight = step.weight_basis_points + (rise * done / span) as u32;
         let granularity = (FULL_WEIGHT_BASIS_POINTS / buckets.max(1)).max(1);
         weight / granularity * granularity
@@ -53,7 +56,7 @@ impl Schedule {
     /// change continuously until the last step).
     pub fn end_ms(&self) -> i64 {
         self.steps.last().map_or(self.start_ms, |s| {
-            self.start_ms.saturating_add(s.after_ms as i64)
+            i64::try_from(s.after_ms).map_or(i64::MAX, |after| self.start_ms.saturating_add(after))
         })
     }
 }

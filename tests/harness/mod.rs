@@ -14,7 +14,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
@@ -113,6 +114,16 @@ pub struct EnvoyOptions {
     /// Request headers the demo upstreams echo back as `x-echo-<name>`, to see
     /// what reached them.
     pub echo_request_headers: Vec<String>,
+    /// Serve the ingress listener from a file that Envoy watches (LDS from a
+    /// path) instead of from the bootstrap, so that [`Envoy::reload`] can change it.
+    pub listener_from_file: bool,
+    /// `--drain-time-s`: how long the connections of a replaced listener are drained.
+    pub drain_time_s: Option<u32>,
+    /// The filter's `failure_policy` (`FAIL_CLOSED`, `FAIL_OPEN`, `FAIL_RELOAD`);
+    /// `None` keeps envoy.yaml's.
+    pub failure_policy: Option<String>,
+    /// Another `.wasm` to load instead of the built filter.
+    pub wasm_file: Option<PathBuf>,
 }
 
 impl Default for EnvoyOptions {
@@ -122,6 +133,10 @@ impl Default for EnvoyOptions {
             concurrency: 2,
             dead_upstreams: Vec::new(),
             echo_request_headers: Vec::new(),
+            listener_from_file: false,
+            drain_time_s: None,
+            failure_policy: None,
+            wasm_file: None,
         }
     }
 }
@@ -144,6 +159,33 @@ pub struct Envoy {
     pub admin: SocketAddr,
     pub dir: PathBuf,
     pub log_path: PathBuf,
+    /// With `listener_from_file`: the ingress listener as last written.
+    lds: Option<Lds>,
+}
+
+/// The listener file Envoy watches, and what was last written to it.
+struct Lds {
+    path: PathBuf,
+    listener: Mutex<Value>,
+    version: AtomicU64,
+}
+
+impl Lds {
+    /// Writes the listener as a discovery response, atomically: to a temporary file
+    /// beside the watched directory, then renamed into it (Envoy reloads on the move).
+    fn write(&self, listener: &Value) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut resource = listener.clone();
+        resource["@type"] = Value::from("type.googleapis.com/envoy.config.listener.v3.Listener");
+        let mut response = serde_yaml::Mapping::new();
+        response.insert("version_info".into(), Value::from(version.to_string()));
+        response.insert("resources".into(), Value::Sequence(vec![resource]));
+        let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
+        let dir = self.path.parent().and_then(Path::parent).expect("lds dir");
+        let temporary = dir.join(format!("listeners-{version}.yaml.tmp"));
+        fs::write(&temporary, text).expect("write the listener file");
+        fs::rename(&temporary, &self.path).expect("move the listener file into place");
+    }
 }
 
 /// Envoy did not come up; its log says why.
@@ -230,19 +272,58 @@ impl Envoy {
                 .find(|f| f["name"].as_str() == Some("canary-router"))
                 .expect("canary-router filter");
             let config = &mut wasm_filter["typed_config"]["config"];
+            let module = options.wasm_file.clone().unwrap_or(wasm);
             config["vm_config"]["code"]["local"]["filename"] =
-                Value::from(wasm.to_string_lossy().into_owned());
+                Value::from(module.to_string_lossy().into_owned());
+            if let Some(policy) = &options.failure_policy {
+                config["failure_policy"] = Value::from(policy.clone());
+            }
             if let Some(plugin_config) = &options.plugin_config {
                 config["configuration"]["value"] = Value::from(plugin_config.clone());
             }
         }
+        let lds = options.listener_from_file.then(|| {
+            let listeners = yaml["static_resources"]["listeners"]
+                .as_sequence_mut()
+                .expect("listeners");
+            let at = listeners
+                .iter()
+                .position(|l| l["name"].as_str() == Some("ingress"))
+                .expect("listener ingress");
+            let listener = listeners.remove(at);
+            let watched = dir.join("lds");
+            fs::create_dir_all(&watched).expect("create the LDS dir");
+            let lds = Lds {
+                path: watched.join("listeners.yaml"),
+                listener: Mutex::new(listener.clone()),
+                version: AtomicU64::new(0),
+            };
+            lds.write(&listener);
+            let source: Value = serde_yaml::from_str(&format!(
+                "lds_config:\n  resource_api_version: V3\n  path_config_source:\n    path: {}\n    watched_directory: {{ path: {} }}\n",
+                lds.path.display(),
+                watched.display()
+            ))
+            .expect("dynamic_resources");
+            yaml["dynamic_resources"] = source;
+            // xDS (also from a file) needs to know who this node is.
+            if yaml["node"].is_null() {
+                yaml["node"] = serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }")
+                    .expect("node");
+            }
+            lds
+        });
         let config_path = dir.join("envoy.yaml");
         fs::write(&config_path, serde_yaml::to_string(&yaml).expect("yaml"))
             .expect("write the Envoy config");
         let log_path = dir.join("envoy.log");
         let log_file = fs::File::create(&log_path).expect("create the Envoy log");
 
-        let child = Command::new(&envoy_bin)
+        let mut command = Command::new(&envoy_bin);
+        if let Some(seconds) = options.drain_time_s {
+            command.args(["--drain-time-s", &seconds.to_string()]);
+        }
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", &options.concurrency.to_string()])
@@ -261,6 +342,7 @@ impl Envoy {
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
             log_path,
+            lds,
         };
         envoy.wait_ready(Duration::from_secs(60))?;
         Ok(envoy)
@@ -356,6 +438,98 @@ impl Envoy {
     }
 }
 
+impl Envoy {
+    /// With `listener_from_file`: changes the ingress listener's canary-router
+    /// filter config (`change` gets the filter's `typed_config.config`: `configuration`,
+    /// `vm_config`, `failure_policy`), writes the listener file, and waits until
+    /// Envoy has taken the update and warmed the new listener up, so that new
+    /// connections get it (`Ok`), or rejected it (`Err` with the log lines since).
+    /// Connections opened before keep the old config until Envoy drains them.
+    /// Panics if neither happens within 30 s.
+    pub fn reload(&self, change: impl FnOnce(&mut Value)) -> Result<(), String> {
+        let lds = self
+            .lds
+            .as_ref()
+            .expect("Envoy::reload needs EnvoyOptions::listener_from_file");
+        let mut listener = lds.listener.lock().expect("listener");
+        let mut candidate = listener.clone();
+        {
+            let filters = http_connection_manager(&mut candidate)["http_filters"]
+                .as_sequence_mut()
+                .expect("http_filters");
+            let filter = filters
+                .iter_mut()
+                .find(|f| f["name"].as_str() == Some("canary-router"))
+                .expect("canary-router filter");
+            change(&mut filter["typed_config"]["config"]);
+        }
+        let counter = |name: &str| self.stats().get(name).copied().unwrap_or(0);
+        let (accepted, rejected) = (
+            counter("listener_manager.lds.update_success"),
+            counter("listener_manager.lds.update_rejected"),
+        );
+        let log_before = self.log().len();
+        lds.write(&candidate);
+        let start = Instant::now();
+        loop {
+            // Taken, and warmed up: new connections now get the new config.
+            if counter("listener_manager.lds.update_success") > accepted
+                && counter("listener_manager.total_listeners_warming") == 0
+            {
+                *listener = candidate;
+                return Ok(());
+            }
+            if counter("listener_manager.lds.update_rejected") > rejected {
+                let log = self.log();
+                return Err(log.get(log_before..).unwrap_or(&log).to_string());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "Envoy neither took nor rejected the listener update:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Envoy::reload`] with a new plugin configuration JSON.
+    pub fn reload_plugin_config(&self, plugin_config: &str) -> Result<(), String> {
+        self.reload(|config| {
+            config["configuration"]["value"] = Value::from(plugin_config.to_string());
+        })
+    }
+
+    /// Envoy's Wasm failure stats that are above zero (VM reloads and their
+    /// failures); empty while every VM is healthy.
+    pub fn wasm_failures(&self) -> Vec<(String, u64)> {
+        self.stats()
+            .into_iter()
+            .filter(|(name, value)| {
+                name.starts_with("wasm")
+                    && (name.contains("fail")
+                        || name.contains("crash")
+                        || name.contains("vm_reload"))
+                    && *value > 0
+            })
+            .collect()
+    }
+
+    /// The VM never failed: no Wasm failure stat moved, and the log has none of the
+    /// signs a trapped VM leaves (a Rust panic logs `panicked at`; V8 logs
+    /// `Uncaught RuntimeError`).
+    pub fn assert_vm_healthy(&self) {
+        let failures = self.wasm_failures();
+        assert!(failures.is_empty(), "Wasm failure stats: {failures:?}");
+        let log = self.log();
+        for sign in ["panicked", "Uncaught", "RuntimeError"] {
+            assert!(
+                !log.contains(sign),
+                "the Envoy log shows a VM failure ({sign}):\n{log}"
+            );
+        }
+    }
+}
+
 impl Drop for Envoy {
     fn drop(&mut self) {
         self.kill();
@@ -396,11 +570,21 @@ impl Response {
 pub struct Client {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
+    /// TCP connections opened so far.
+    pub connects: u64,
+    /// Requests sent a second time because a kept-alive connection failed before
+    /// the answer came (the server closed it meanwhile; RFC 9112 9.3.1).
+    pub retries: u64,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Self {
-        Client { addr, conn: None }
+        Client {
+            addr,
+            conn: None,
+            connects: 0,
+            retries: 0,
+        }
     }
 
     pub fn get(&mut self, headers: &[(&str, &[u8])]) -> Response {
@@ -420,9 +604,20 @@ impl Client {
         path: &str,
         headers: &[(&str, &[u8])],
     ) -> std::io::Result<Response> {
+        let bytes: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        self.request_bytes(method, path, &bytes)
+    }
+
+    /// A request whose header names, too, are any bytes, written as given.
+    pub fn request_bytes(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&[u8], &[u8])],
+    ) -> std::io::Result<Response> {
         let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n").into_bytes();
         for (name, value) in headers {
-            raw.extend_from_slice(name.as_bytes());
+            raw.extend_from_slice(name);
             raw.extend_from_slice(b": ");
             raw.extend_from_slice(value);
             raw.extend_from_slice(b"\r\n");
@@ -430,7 +625,11 @@ impl Client {
         raw.extend_from_slice(b"\r\n");
         // One retry on a fresh connection: a kept-alive one may have been closed.
         for attempt in 0..2 {
+            if attempt == 1 {
+                self.retries += 1;
+            }
             if self.conn.is_none() {
+                self.connects += 1;
                 let stream = TcpStream::connect(self.addr)?;
                 stream.set_read_timeout(Some(Duration::from_secs(20)))?;
                 stream.set_nodelay(true)?;
@@ -681,4 +880,88 @@ pub fn assert_within_4_sigma(what: &str, hits: usize, n: usize, p: f64) {
 
 pub fn path_display(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// How much load to drive, and for how long at most.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Keep-alive connections, one thread each.
+    pub connections: usize,
+    /// Requests per connection, at most.
+    pub per_connection: u64,
+    /// Stop after this long even if not done.
+    pub max_time: Duration,
+}
+
+/// What a load run did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadStats {
+    pub requests: u64,
+    /// Requests with no HTTP answer (connection refused, reset, timeout).
+    pub errors: u64,
+    pub connects: u64,
+    pub retries: u64,
+    pub elapsed: Duration,
+}
+
+/// Drives keep-alive load at `addr` (only ever a local Envoy) from
+/// `spec.connections` threads until each has sent `spec.per_connection` requests,
+/// `stop` is set, or `spec.max_time` passes. `request(connection, i)` gives the
+/// headers of request `i` of a connection; `observe` sees every outcome.
+pub fn drive_load<R, O>(
+    addr: SocketAddr,
+    spec: &LoadSpec,
+    stop: &std::sync::atomic::AtomicBool,
+    request: R,
+    observe: O,
+) -> LoadStats
+where
+    R: Fn(usize, u64) -> Vec<(String, Vec<u8>)> + Sync,
+    O: Fn(usize, u64, Result<&Response, &std::io::Error>) + Sync,
+{
+    assert!(addr.ip().is_loopback(), "load goes to this machine only");
+    let start = Instant::now();
+    let totals = Mutex::new(LoadStats::default());
+    std::thread::scope(|scope| {
+        for connection in 0..spec.connections {
+            let (request, observe, totals) = (&request, &observe, &totals);
+            scope.spawn(move || {
+                let mut client = Client::new(addr);
+                let mut stats = LoadStats::default();
+                for i in 0..spec.per_connection {
+                    if stop.load(Ordering::Relaxed) || start.elapsed() > spec.max_time {
+                        break;
+                    }
+                    let headers = request(connection, i);
+                    let refs: Vec<(&[u8], &[u8])> = headers
+                        .iter()
+                        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+                        .collect();
+                    let outcome = client.request_bytes("GET", "/", &refs);
+                    stats.requests += 1;
+                    if outcome.is_err() {
+                        stats.errors += 1;
+                    }
+                    observe(connection, i, outcome.as_ref());
+                }
+                let mut totals = totals.lock().expect("totals");
+                totals.requests += stats.requests;
+                totals.errors += stats.errors;
+                totals.connects += client.connects;
+                totals.retries += client.retries;
+            });
+        }
+    });
+    let mut totals = totals.into_inner().expect("totals");
+    totals.elapsed = start.elapsed();
+    totals
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in /proc), if it is running.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
