@@ -471,7 +471,13 @@ impl Config {
             Ok(raw) => raw,
             Err(err) => {
                 let path = err.path().to_string();
-                let field = if path == "." { String::new() } else { path };
+                // "." is the top level; "?" is serde's placeholder for a syntax error
+                // before any field was read: neither names a field.
+                let field = if path == "." || path == "?" {
+                    String::new()
+                } else {
+                    path
+                };
                 return Err(vec![ConfigError::new(field, err.inner().to_string())]);
             }
         };
@@ -1412,6 +1418,12 @@ mod tests {
             "override.headr: unknown field `headr`",
         );
         assert_rejected(r#"{"versions":[{"name":"s"}"#, "EOF while parsing");
+        // A syntax error names no field rather than serde's placeholder "?".
+        for truncated in [r#"{"versions":[{"name":"s"}"#, r#"{"versions""#, "{"] {
+            for e in errors_of(truncated) {
+                assert!(!e.starts_with('?') && !e.starts_with(':'), "{e}");
+            }
+        }
         assert_rejected("", "the config is empty");
         assert_rejected(" \n", "the config is empty");
         assert_rejected("[]", "the config must be a JSON object");
