@@ -13,9 +13,8 @@
 mod harness;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Reason, Rng, Routing};
-use canary_router::request::{serialize_headers, SerializedHeaders};
-use harness::{user_ids, Envoy, EnvoyOptions, Response};
+use canary_router::decide::{Reason, Routing};
+use harness::{core_decision, user_ids, Envoy, EnvoyOptions, Response};
 use std::collections::BTreeMap;
 
 const CONFIG: &str = r#"{
@@ -501,13 +500,7 @@ fn hostile_requests_get_the_pure_cores_decision_or_envoys_own_refusal_and_never_
                     .iter()
                     .map(|(k, v)| (k.as_slice(), v.as_slice()))
                     .collect();
-                let map = serialize_headers(&refs);
-                let a = decide(
-                    &config,
-                    &routing,
-                    &SerializedHeaders::new(&map),
-                    &mut Rng::new(0),
-                );
+                let a = core_decision(&config, &routing, &refs);
                 let expected = config.versions[a.version].name.clone();
                 if response.status != 200 || response.served_by() != expected {
                     problems.push(format!(
@@ -533,13 +526,7 @@ fn hostile_requests_get_the_pure_cores_decision_or_envoys_own_refusal_and_never_
 
     // After all of that the VM is intact: users are still where the formula puts them.
     for user in user_ids("after-hostile", 200) {
-        let pairs = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
-        let a = decide(
-            &config,
-            &routing,
-            &SerializedHeaders::new(&pairs),
-            &mut Rng::new(0),
-        );
+        let a = core_decision(&config, &routing, &[(b"x-user-id", user.as_bytes())]);
         let expected = config.versions[a.version].name.clone();
         assert_eq!(by_header(&mut client, &user), expected, "{user}");
         *decided.entry((expected, a.reason.as_str())).or_default() += 1;

@@ -8,9 +8,8 @@
 mod harness;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Rng, Routing};
-use canary_router::request::{serialize_headers, SerializedHeaders};
-use harness::{drive_load, user_ids, wait_until, Envoy, EnvoyOptions, LoadSpec};
+use canary_router::decide::Routing;
+use harness::{core_decision, drive_load, user_ids, wait_until, Envoy, EnvoyOptions, LoadSpec};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -31,13 +30,8 @@ fn versions_of(config: &str, users: &[String]) -> Vec<String> {
     users
         .iter()
         .map(|u| {
-            let map = serialize_headers(&[(b"x-user-id", u.as_bytes())]);
-            let a = decide(
-                &config,
-                &Routing::at(&config, 0),
-                &SerializedHeaders::new(&map),
-                &mut Rng::new(0),
-            );
+            let routing = Routing::at(&config, 0);
+            let a = core_decision(&config, &routing, &[(b"x-user-id", u.as_bytes())]);
             config.versions[a.version].name.clone()
         })
         .collect()

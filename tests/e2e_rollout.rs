@@ -5,10 +5,9 @@
 mod harness;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Rng, Routing};
-use canary_router::request::{serialize_headers, SerializedHeaders};
+use canary_router::decide::Routing;
 use canary_router::schedule::format_rfc3339 as rfc3339;
-use harness::{assert_within_4_sigma, user_ids, wait_until, Envoy, EnvoyOptions};
+use harness::{assert_within_4_sigma, core_decision, user_ids, wait_until, Envoy, EnvoyOptions};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn unix_ms() -> i64 {
@@ -67,13 +66,7 @@ fn a_schedule_moves_the_measured_split_step_by_step_and_keeps_users_in_the_canar
         let mut in_canary = vec![false; users.len()];
         for (i, user) in users.iter().enumerate() {
             let version = client.get_with(&[("x-user-id", user)]).served_by();
-            let headers = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
-            let expected = decide(
-                &parsed,
-                &now,
-                &SerializedHeaders::new(&headers),
-                &mut Rng::new(0),
-            );
+            let expected = core_decision(&parsed, &now, &[(b"x-user-id", user.as_bytes())]);
             assert_eq!(
                 version, parsed.versions[expected.version].name,
                 "{user} at step {step}"

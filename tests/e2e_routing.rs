@@ -5,9 +5,7 @@
 mod harness;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Reason, Rng, Routing};
-use canary_router::request::{serialize_headers, SerializedHeaders};
-use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions, Metrics};
+use harness::{assert_within_4_sigma, expected_version, user_ids, Envoy, EnvoyOptions, Metrics};
 use std::collections::BTreeMap;
 
 const CONFIG: &str = r#"{
@@ -19,19 +17,6 @@ const CONFIG: &str = r#"{
   "anonymous": "random",
   "metrics_prefix": "canary"
 }"#;
-
-/// What the pure core decides for a user ID sent in `x-user-id`.
-fn expected_version(config: &Config, user: &str) -> (String, Reason) {
-    let map = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
-    let routing = Routing::at(config, 0);
-    let a = decide(
-        config,
-        &routing,
-        &SerializedHeaders::new(&map),
-        &mut Rng::new(0),
-    );
-    (config.versions[a.version].name.clone(), a.reason)
-}
 
 #[test]
 fn the_split_over_distinct_users_matches_the_weights_and_the_counters_match_exactly() {

@@ -9,9 +9,7 @@ mod harness;
 mod istio_support;
 
 use canary_router::config::Config;
-use canary_router::decide::{decide, Reason, Rng, Routing};
-use canary_router::request::{serialize_headers, SerializedHeaders};
-use harness::{assert_within_4_sigma, user_ids, Envoy, EnvoyOptions, Metrics};
+use harness::{assert_within_4_sigma, expected_version, user_ids, Envoy, EnvoyOptions, Metrics};
 use istio_support::{
     istio_plugin_config_json, load_docs, load_manifests, of_kind, repo_root, selectors,
 };
@@ -25,18 +23,6 @@ fn shipped_istio_json() -> String {
         .find(|p| p.file == "istio/app/wasmplugin.yaml")
         .expect("istio/app/wasmplugin.yaml");
     istio_plugin_config_json(&plugin.value["spec"]["pluginConfig"])
-}
-
-fn expected(config: &Config, user: &str) -> (String, Reason) {
-    let map = serialize_headers(&[(b"x-user-id", user.as_bytes())]);
-    let routing = Routing::at(config, 0);
-    let a = decide(
-        config,
-        &routing,
-        &SerializedHeaders::new(&map),
-        &mut Rng::new(0),
-    );
-    (config.versions[a.version].name.clone(), a.reason)
 }
 
 const USERS: usize = 3000;
@@ -55,7 +41,7 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
         let response = client.get_with(&[("x-user-id", user)]);
         assert_eq!(response.status, 200, "user {user}");
         let version = response.served_by();
-        assert_eq!(version, expected(&config, user).0, "user {user}");
+        assert_eq!(version, expected_version(&config, user).0, "user {user}");
         *served.entry(version).or_default() += 1;
     }
     let canary = served.get("canary").copied().unwrap_or(0);
@@ -69,7 +55,7 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
     // Sticky: a user keeps their version (also when sent as the uid cookie).
     let (sticky_user, sticky_version) = users
         .iter()
-        .map(|u| (u, expected(&config, u).0))
+        .map(|u| (u, expected_version(&config, u).0))
         .find(|(_, v)| v == "canary")
         .expect("some canary user");
     for _ in 0..20 {
@@ -92,7 +78,7 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
     }
     let stable_user = users
         .iter()
-        .find(|u| expected(&config, u).0 == "stable")
+        .find(|u| expected_version(&config, u).0 == "stable")
         .expect("some stable user");
     assert_eq!(
         client
@@ -259,7 +245,7 @@ fn a_failing_canary_trips_the_shipped_guard_and_shows_in_the_alerted_series() {
     let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
     for user in &users {
         let response = client.get_with(&[("x-user-id", user)]);
-        match (expected(&config, user).0.as_str(), response.status) {
+        match (expected_version(&config, user).0.as_str(), response.status) {
             ("canary", 503) => {
                 assert_eq!(rerouted, 0, "no canary failure after the guard tripped");
                 failed += 1;

@@ -867,6 +867,33 @@ pub fn user_ids(seed: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// What the pure core decides for a request carrying `headers` (as Envoy passes
+/// them on): the answer the real Envoy must give. Anonymous draws use a fixed seed.
+pub fn core_decision(
+    config: &canary_router::config::Config,
+    routing: &canary_router::decide::Routing,
+    headers: &[(&[u8], &[u8])],
+) -> canary_router::decide::Assignment {
+    let map = canary_router::request::serialize_headers(headers);
+    canary_router::decide::decide(
+        config,
+        routing,
+        &canary_router::request::SerializedHeaders::new(&map),
+        &mut canary_router::decide::Rng::new(0),
+    )
+}
+
+/// The version name and reason the pure core gives a user ID sent in `x-user-id`,
+/// with the split at time 0 (fixed weights).
+pub fn expected_version(
+    config: &canary_router::config::Config,
+    user: &str,
+) -> (String, canary_router::decide::Reason) {
+    let routing = canary_router::decide::Routing::at(config, 0);
+    let a = core_decision(config, &routing, &[(b"x-user-id", user.as_bytes())]);
+    (config.versions[a.version].name.clone(), a.reason)
+}
+
 /// Binomial 4-sigma bound check.
 pub fn assert_within_4_sigma(what: &str, hits: usize, n: usize, p: f64) {
     let expected = n as f64 * p;
