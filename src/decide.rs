@@ -229,7 +229,7 @@ fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{serialize_headers, SerializedHeaders};
+    use crate::request::{serialize_headers, KnownSource, SerializedHeaders};
 
     const CONFIG: &str = r#"{
       "versions": [ { "name": "stable" }, { "name": "canary", "weight": 10 } ],
@@ -501,20 +501,6 @@ mod tests {
         assert_ne!(a.version, 1);
     }
 
-    struct FromAddress<'a>(SerializedHeaders<'a>, Option<std::net::IpAddr>);
-
-    impl RequestFacts for FromAddress<'_> {
-        fn header(&self, name: &str) -> Option<&[u8]> {
-            self.0.header(name)
-        }
-        fn cookie(&self, name: &str) -> Option<&[u8]> {
-            self.0.cookie(name)
-        }
-        fn source_address(&self) -> Option<std::net::IpAddr> {
-            self.1
-        }
-    }
-
     #[test]
     fn a_token_unlocks_overrides_and_nothing_else_does() {
         let c = config(
@@ -555,10 +541,10 @@ mod tests {
         let bytes = serialize_headers(&[(b"x-canary", b"canary")]);
         let routing = Routing::at(&c, 0);
         let from = |ip: Option<&str>| {
-            let facts = FromAddress(
-                SerializedHeaders::new(&bytes),
-                ip.map(|s| s.parse().unwrap()),
-            );
+            let facts = KnownSource {
+                headers: SerializedHeaders::new(&bytes),
+                source: ip.map(|s| s.parse().unwrap()),
+            };
             decide(&c, &routing, &facts, &mut Rng::new(1)).reason
         };
         assert_eq!(from(Some("10.20.30.40")), Reason::Override);

@@ -17,6 +17,29 @@ pub trait RequestFacts {
     }
 }
 
+/// A request whose client address is known up front: what the command-line tool
+/// and the tests hand to the decision. (The filter reads the address from the host
+/// only when an override needs it.)
+#[derive(Debug, Clone, Copy)]
+pub struct KnownSource<'a> {
+    pub headers: SerializedHeaders<'a>,
+    pub source: Option<std::net::IpAddr>,
+}
+
+impl RequestFacts for KnownSource<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.header(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.headers.cookie(name)
+    }
+
+    fn source_address(&self) -> Option<std::net::IpAddr> {
+        self.source
+    }
+}
+
 /// A view over a header map in the proxy-wasm serialized format:
 /// `count: u32`, then `count` pairs of `(key_len: u32, value_len: u32)`, then each
 /// key and value, every one followed by a NUL byte. All integers little-endian.

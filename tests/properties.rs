@@ -17,7 +17,9 @@ use canary_router::config::{Anonymous, Config, Weight, ALLOWED_BUCKETS, FULL_WEI
 use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
 use canary_router::guard::{GuardConfig, GuardEvent, GuardState, Pending, StatusMatcher, Tally};
 use canary_router::metrics::{MetricKind, MetricSink, MetricTable};
-use canary_router::request::{find_cookie, serialize_headers, RequestFacts, SerializedHeaders};
+use canary_router::request::{
+    find_cookie, serialize_headers, KnownSource, RequestFacts, SerializedHeaders,
+};
 use canary_router::schedule::{format_duration, parse_duration, parse_rfc3339};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -1523,24 +1525,6 @@ fn pair_refs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
         .collect()
 }
 
-/// A request's headers and the address it came from.
-struct Facts<'a> {
-    headers: SerializedHeaders<'a>,
-    source: Option<IpAddr>,
-}
-
-impl RequestFacts for Facts<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.header(name)
-    }
-    fn cookie(&self, name: &str) -> Option<&[u8]> {
-        self.headers.cookie(name)
-    }
-    fn source_address(&self) -> Option<IpAddr> {
-        self.source
-    }
-}
-
 fn decide_bytes(config: &Config, map: &[u8], tripped: bool, seed: u64) -> Assignment {
     decide_from(config, map, None, tripped, seed)
 }
@@ -1556,7 +1540,7 @@ fn decide_from(
         guard_tripped: tripped,
         ..Routing::at(config, 0)
     };
-    let facts = Facts {
+    let facts = KnownSource {
         headers: SerializedHeaders::new(map),
         source,
     };

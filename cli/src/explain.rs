@@ -7,31 +7,9 @@ use crate::validate::percent;
 use crate::{load, print, Failure};
 use canary_router::config::{Config, Split};
 use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
-use canary_router::request::{serialize_headers, RequestFacts, SerializedHeaders};
+use canary_router::request::{serialize_headers, KnownSource, RequestFacts, SerializedHeaders};
 use canary_router::trust::token_matches;
 use serde_json::json;
-use std::net::IpAddr;
-
-/// The request as `explain` describes it: the header map in the host's format (so
-/// header and cookie lookups are the filter's own), and the client address.
-pub struct CliRequest<'a> {
-    pub headers: SerializedHeaders<'a>,
-    pub source: Option<IpAddr>,
-}
-
-impl RequestFacts for CliRequest<'_> {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.header(name)
-    }
-
-    fn cookie(&self, name: &str) -> Option<&[u8]> {
-        self.headers.cookie(name)
-    }
-
-    fn source_address(&self) -> Option<IpAddr> {
-        self.source
-    }
-}
 
 /// The header map: the headers in order, then one `cookie` header with the cookies.
 pub fn header_map(headers: &[(String, String)], cookies: &[(String, String)]) -> Vec<u8> {
@@ -54,7 +32,7 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
     let loaded = load(&options.common, "explain")?;
     let config = &loaded.config;
     let bytes = header_map(&options.headers, &options.cookies);
-    let request = CliRequest {
+    let request = KnownSource {
         headers: SerializedHeaders::new(&bytes),
         source: options.source,
     };
@@ -149,7 +127,7 @@ fn ranges_text(config: &Config, split: &Split) -> String {
 }
 
 /// Where the user ID came from, as `decide::user_id` reads it: the header, else the cookie.
-fn user_id_source(config: &Config, request: &CliRequest) -> String {
+fn user_id_source(config: &Config, request: &KnownSource) -> String {
     let from_header = config
         .hash
         .header
@@ -180,7 +158,7 @@ fn no_user_id(config: &Config) -> String {
 fn why(
     config: &Config,
     split: &Split,
-    request: &CliRequest,
+    request: &KnownSource,
     assignment: &Assignment,
     unguarded: &Assignment,
 ) -> String {
@@ -249,7 +227,7 @@ fn why(
 }
 
 /// Overrides the request carries that did not count, and why not.
-fn override_notes(config: &Config, request: &CliRequest, assignment: &Assignment) -> Vec<String> {
+fn override_notes(config: &Config, request: &KnownSource, assignment: &Assignment) -> Vec<String> {
     let mut notes = Vec::new();
     let carried = [
         (

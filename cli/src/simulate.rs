@@ -2,12 +2,12 @@
 //! version and reason, against the shares the config promises.
 
 use crate::args::Simulate;
-use crate::explain::CliRequest;
 use crate::time::format_rfc3339;
 use crate::validate::percent;
 use crate::{load, print, Failure};
 use canary_router::config::{Anonymous, Config};
 use canary_router::decide::{decide, Reason, Rng, Routing};
+use canary_router::request::KnownSource;
 use canary_router::request::{serialize_headers, SerializedHeaders};
 use serde_json::{json, Map, Value};
 
@@ -84,7 +84,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
                     serialize_headers(&[(b"cookie", cookie.as_bytes())])
                 }
             };
-            let request = CliRequest {
+            let request = KnownSource {
                 headers: SerializedHeaders::new(&bytes),
                 source: None,
             };
@@ -95,7 +95,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
     }
     let mut anonymous = Tally::new(n_versions);
     let empty = serialize_headers(&[]);
-    let request = CliRequest {
+    let request = KnownSource {
         headers: SerializedHeaders::new(&empty),
         source: None,
     };
