@@ -212,8 +212,9 @@ pub fn format_rfc3339(ms: i64) -> String {
     )
 }
 
-/// The date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+/// The date (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
+/// algorithm), the inverse of the day count [`parse_rfc3339`] computes.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

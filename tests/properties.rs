@@ -1855,15 +1855,7 @@ fn cookie_lookup_follows_the_documented_rules_on_any_cookie_header() {
 fn format_rfc3339(ms: i64, offset_min: i64) -> String {
     let local = ms + offset_min * 60_000;
     let (days, rest) = (local.div_euclid(86_400_000), local.rem_euclid(86_400_000));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = canary_router::schedule::civil_from_days(days);
     let offset = if offset_min == 0 {
         "Z".to_string()
     } else {

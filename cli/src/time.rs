@@ -1,6 +1,6 @@
 //! Instants for `--at` and for output: RFC 3339 in UTC, as the config writes them.
 
-use canary_router::schedule::{parse_duration, parse_rfc3339};
+use canary_router::schedule::{civil_from_days, parse_duration, parse_rfc3339};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in unix milliseconds.
@@ -49,21 +49,6 @@ pub fn format_rfc3339(ms: i64) -> String {
         rest % 3600 / 60,
         rest % 60
     )
-}
-
-/// The proleptic Gregorian date of a day number since 1970-01-01 (Howard Hinnant's
-/// algorithm, the inverse of the one the filter parses with).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
