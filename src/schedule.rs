@@ -52,8 +52,8 @@ impl Schedule {
         self.steps.last().map_or(0, |s| s.weight_basis_points)
     }
 
-    /// When the weight next changes after `now_ms`, if ever (interpolating ramps
-    /// change continuously until the last step).
+    /// When the ramp ends: the time of its last step, after which the weight stays
+    /// at the last step's (unix ms; `i64::MAX` if that lies beyond what fits).
     pub fn end_ms(&self) -> i64 {
         self.steps.last().map_or(self.start_ms, |s| {
             i64::try_from(s.after_ms).map_or(i64::MAX, |after| self.start_ms.saturating_add(after))

@@ -905,10 +905,6 @@ pub fn assert_within_4_sigma(what: &str, hits: usize, n: usize, p: f64) {
     );
 }
 
-pub fn path_display(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// How much load to drive, and for how long at most.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
