@@ -10,6 +10,9 @@ ENVOY        := $(TOOLS)/bin/envoy
 WASM_TARGET  := wasm32-wasip1
 WASM         := target/$(WASM_TARGET)/release/canary_router.wasm
 CLI          := target/release/canary-router
+# The profile of the test binaries (see Cargo.toml): release semantics, built in
+# parallel without LTO. `TEST_PROFILE=release make test` builds them as before.
+TEST_PROFILE ?= test-fast
 
 .PHONY: all build wasm cli schema wasm-target wasm-opt envoy demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
 
@@ -70,16 +73,16 @@ demo-rollback: wasm envoy
 
 ## test: lint, unit tests, and the end-to-end tests against a real Envoy
 test: lint build envoy
-	$(CARGO) test --release --workspace --lib --tests
+	$(CARGO) test --profile $(TEST_PROFILE) --workspace --lib --tests
 
 ## unit: only the native tests of the pure core
 unit:
-	$(CARGO) test --release --lib
-	$(CARGO) test --release -p canary-router-cli --bins
+	$(CARGO) test --profile $(TEST_PROFILE) --lib
+	$(CARGO) test --profile $(TEST_PROFILE) -p canary-router-cli --bins
 
 ## e2e: only the end-to-end tests against a real Envoy
 e2e: build envoy
-	$(CARGO) test --release --workspace --test '*'
+	$(CARGO) test --profile $(TEST_PROFILE) --workspace --test '*'
 
 ## fuzz: the property tests (tests/properties.rs) with many more cases and a fresh
 ## seed, in the dev profile so that integer overflow fails too; by hand, not in CI.
@@ -97,9 +100,9 @@ SOAK_CONNECTIONS ?= 64
 CHURN_CHANGES    ?= 400
 soak: build envoy
 	SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_CONNECTIONS=$(SOAK_CONNECTIONS) \
-	  $(CARGO) test --release --test e2e_soak -- --nocapture
+	  $(CARGO) test --profile $(TEST_PROFILE) --test e2e_soak -- --nocapture
 	CHURN_CHANGES=$(CHURN_CHANGES) \
-	  $(CARGO) test --release --test e2e_reload many_config_changes -- --nocapture
+	  $(CARGO) test --profile $(TEST_PROFILE) --test e2e_reload many_config_changes -- --nocapture
 
 ## lint: rustfmt, and clippy on the host and on wasm32-wasip1, warnings as errors
 lint: wasm-target
