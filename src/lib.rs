@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod request;
 pub mod schedule;
 pub mod trust;
+pub mod units;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
