@@ -1,7 +1,5 @@
 //! Time-based ramps: a version's weight as a pure function of its schedule and the
 //! clock, so every proxy computes the same weight without talking to the others.
-//! Also the small time formats the config uses (RFC 3339 instants, `1h30m`
-//! durations), parsed by hand to keep date-time crates out of the `.wasm`.
 
 use crate::units::FULL_WEIGHT_BASIS_POINTS;
 // The time formats moved to `units`; the CLI and the tests still name them here.

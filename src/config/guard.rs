@@ -1,12 +1,12 @@
 //! `guard`: the rollback guard as written, validated into a
 //! [`crate::guard::GuardConfig`].
 
+use super::error::ConfigError;
 #[cfg(feature = "schema")]
 use super::names::{MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
 #[cfg(feature = "schema")]
 use super::schedule::DURATION_PATTERN;
 use super::versions::Version;
-use super::ConfigError;
 use crate::guard::{GuardConfig, StatusMatcher};
 use crate::units::parse_duration;
 use serde::Deserialize;

@@ -1,10 +1,10 @@
 //! `hash`: where the user ID comes from, the salt, and the bucket count that sets
 //! the weights' granularity.
 
+use super::error::ConfigError;
 #[cfg(feature = "schema")]
 use super::names::HEADER_NAME_PATTERN;
 use super::names::{checked_cookie_name, checked_header_name};
-use super::ConfigError;
 use serde::Deserialize;
 
 pub const DEFAULT_BUCKETS: u32 = 10_000;

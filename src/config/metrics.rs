@@ -1,8 +1,8 @@
 //! `metrics_prefix` and `metrics`: the names of the per-version metrics and which
 //! of them the filter records.
 
+use super::error::ConfigError;
 use super::names::is_metric_name;
-use super::ConfigError;
 use serde::Deserialize;
 
 pub const DEFAULT_METRICS_PREFIX: &str = "canary";

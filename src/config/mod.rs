@@ -8,6 +8,7 @@
 //! validation; this one holds the top level: [`Config`], its parsing and the
 //! checks that span sections.
 
+mod error;
 mod guard;
 mod hash;
 mod metrics;
@@ -20,6 +21,7 @@ mod users;
 mod versions;
 
 // The public API, as it was when this was one file.
+pub use self::error::ConfigError;
 pub use self::guard::{DEFAULT_GUARD_HOLD_MS, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS};
 pub use self::hash::{HashConfig, ALLOWED_BUCKETS, DEFAULT_BUCKETS};
 pub use self::metrics::{MetricsConfig, DEFAULT_METRICS_PREFIX};
@@ -39,35 +41,8 @@ use self::versions::RawVersion;
 use crate::guard::GuardConfig;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 pub const DEFAULT_ROUTE_HEADER: &str = "x-canary-version";
-
-/// One problem in a config: the JSON path of the field and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.field, self.message)
-        }
-    }
-}
 
 /// What to do with a request that carries no user ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

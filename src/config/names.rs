@@ -2,7 +2,7 @@
 //! metrics prefix. Each check pushes an error naming the field and returns the name
 //! in the form the filter compares it in.
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Longest version name: a DNS label's limit, so names fit Kubernetes labels too.
 pub const MAX_VERSION_NAME_LEN: usize = 63;

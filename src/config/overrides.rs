@@ -1,10 +1,10 @@
 //! `override`: the header and cookie that let a request name its version, and what
 //! protects them (a secret token, trusted source addresses).
 
+use super::error::ConfigError;
 #[cfg(feature = "schema")]
 use super::names::HEADER_NAME_PATTERN;
 use super::names::{checked_cookie_name, checked_header_name};
-use super::ConfigError;
 use crate::trust::Cidr;
 use serde::Deserialize;
 use std::fmt;

@@ -1,7 +1,7 @@
 //! `versions[i].schedule`: a ramp as written, validated into a
 //! [`crate::schedule::Schedule`].
 
-use super::ConfigError;
+use super::error::ConfigError;
 use crate::schedule::{Schedule, Step};
 use crate::units::{format_basis_points, parse_duration, parse_rfc3339, weight_to_basis_points};
 use serde::Deserialize;

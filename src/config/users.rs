@@ -1,9 +1,9 @@
 //! `users`: user IDs pinned to a version, checked against the versions and the
 //! hash config that reads the user ID.
 
+use super::error::ConfigError;
 use super::hash::HashConfig;
 use super::versions::Version;
-use super::ConfigError;
 use std::collections::{BTreeMap, HashMap};
 
 /// User ID -> version index; empty without `users`.

@@ -1,11 +1,11 @@
 //! `versions`: the versions of the service, their weights (fixed or scheduled),
 //! and the bucket ranges ([`Split`]) the weights become.
 
+use super::error::ConfigError;
 use super::names::version_name_problem;
 #[cfg(feature = "schema")]
 use super::names::{MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
 use super::schedule::{validate_schedule, RawSchedule};
-use super::ConfigError;
 use crate::schedule::Schedule;
 use crate::units::{format_basis_points, weight_to_basis_points, FULL_WEIGHT_BASIS_POINTS};
 use serde::Deserialize;
