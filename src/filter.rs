@@ -2,13 +2,14 @@
 //! decision needs from Envoy, writes back what the decision returns and counts it.
 //! No routing logic lives here.
 //!
-//! Host calls per request: one read of the whole request header map, one header
-//! write, one counter increment and one clock read on the way in; one `:status`
-//! read, one counter increment, one clock read and one histogram record on the way
-//! out. `metrics.latency: false` drops the clock reads and the histogram,
-//! `metrics.responses: false` the `:status` read (unless a guard needs it) and the
-//! counter. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
-//! changes request headers, so no explicit `clear_route_cache` call is made.
+//! Host calls per request, by default: one read of the whole request header map,
+//! one header write and one counter increment, all on the way in. Opt-in metrics
+//! add their own: `metrics.latency` two clock reads and a histogram record,
+//! `metrics.responses` a `:status` read and a counter increment per response. A
+//! guard reads `:status` only for the versions it compares (the guarded version,
+//! and the baseline when `baseline_margin` is set). Envoy clears the route cache
+//! itself after a filter of this ABI (0.2.1) changes request headers, so no
+//! explicit `clear_route_cache` call is made.
 //!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
@@ -397,8 +398,14 @@ impl HttpContext for CanaryRequest {
         else {
             return Action::Continue;
         };
-        // No response-side host call that the config does not use.
-        let status = if active.metrics.counts_responses() || active.config.guard.is_some() {
+        // No response-side host call that the config does not use: the guard needs
+        // `:status` only from the versions it compares.
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.watches(version));
+        let status = if active.metrics.counts_responses() || guard_watches {
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()
@@ -416,7 +423,7 @@ impl HttpContext for CanaryRequest {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
             }
         }
-        if let Some(guard) = &active.config.guard {
+        if let Some(guard) = active.config.guard.as_ref().filter(|_| guard_watches) {
             let code = status
                 .as_deref()
                 .and_then(|s| std::str::from_utf8(s).ok())
@@ -437,9 +444,6 @@ impl CanaryRequest {
         code: u16,
         now: Option<SystemTime>,
     ) {
-        if version != guard.version && version != 0 {
-            return;
-        }
         let mut failed = guard.status.is_failure(code, false);
         if !failed && (500..600).contains(&code) && !guard.status.covers_all_5xx() {
             // A 5xx the config does not list still counts if Envoy made it because
