@@ -162,12 +162,7 @@ impl Config {
         let raw: RawConfig = match serde_json::from_slice(bytes) {
             Ok(raw) => raw,
             Err(err) => {
-                let kind = match err.classify() {
-                    serde_json::error::Category::Data => json_path::ErrorKind::Data,
-                    serde_json::error::Category::Eof => json_path::ErrorKind::Eof,
-                    _ => json_path::ErrorKind::Syntax,
-                };
-                let path = json_path::field_at(bytes, err.line(), err.column(), kind);
+                let path = json_path::field_of_error(bytes, &err);
                 // "?" is a syntax error before any field was read: it names no field.
                 let field = if path == "?" { String::new() } else { path };
                 return Err(vec![ConfigError::new(field, err.to_string())]);
