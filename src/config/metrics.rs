@@ -30,21 +30,13 @@ pub(super) struct RawMetrics {
 /// calls on every request, and Envoy and Istio already measure both natively, so
 /// both are opt-in (issue 14: the filter should not pay twice for what the proxy
 /// measures).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Both off by default (`Default`): opt-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsConfig {
     /// `P_request_duration_milliseconds`: two clock reads and a histogram record.
     pub latency: bool,
     /// `P_responses_total`: a `:status` read (still made when a guard needs it).
     pub responses: bool,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            latency: false,
-            responses: false,
-        }
-    }
 }
 
 pub(super) fn validate_metrics_prefix(
