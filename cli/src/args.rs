@@ -350,7 +350,11 @@ mod tests {
             let m = message(line);
             assert!(m.contains(needle), "{line}: {m}");
         };
-        has("", "requires a subcommand");
+        // No command at all: main says so in one line instead of clap's whole help.
+        assert_eq!(
+            parse_str("").unwrap_err().kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
         has("frobnicate", "unrecognized subcommand 'frobnicate'");
         has("valdate c", "a similar subcommand exists: 'validate'");
         has("--frob", "unexpected argument '--frob'");
