@@ -267,12 +267,12 @@ fn plain(text: &str) -> Result<Value, String> {
         }
         if is_float(&digits) {
             if let Ok(f) = digits.parse::<f64>() {
-                return Ok(number_from_float(f, text)?);
+                return number_from_float(f, text);
             }
         }
     } else if first == b'.' && is_float(text) {
         if let Ok(f) = text.parse::<f64>() {
-            return Ok(number_from_float(f, text)?);
+            return number_from_float(f, text);
         }
     }
     Ok(Value::String(text.to_string()))
