@@ -229,11 +229,26 @@ mod tests {
     #[test]
     fn code_names_and_numbers_match_the_spec() {
         assert_eq!(GrpcCode::from_name("OK"), Some(GrpcCode::OK));
-        assert_eq!(GrpcCode::from_name("UNAVAILABLE").map(GrpcCode::number), Some(14));
-        assert_eq!(GrpcCode::from_name("UNAUTHENTICATED").map(GrpcCode::number), Some(16));
-        assert_eq!(GrpcCode::from_name("DEADLINE_EXCEEDED").map(GrpcCode::number), Some(4));
-        assert_eq!(GrpcCode::from_name("NOT_FOUND").map(GrpcCode::number), Some(5));
-        assert_eq!(GrpcCode::from_name("DATA_LOSS").map(GrpcCode::number), Some(15));
+        assert_eq!(
+            GrpcCode::from_name("UNAVAILABLE").map(GrpcCode::number),
+            Some(14)
+        );
+        assert_eq!(
+            GrpcCode::from_name("UNAUTHENTICATED").map(GrpcCode::number),
+            Some(16)
+        );
+        assert_eq!(
+            GrpcCode::from_name("DEADLINE_EXCEEDED").map(GrpcCode::number),
+            Some(4)
+        );
+        assert_eq!(
+            GrpcCode::from_name("NOT_FOUND").map(GrpcCode::number),
+            Some(5)
+        );
+        assert_eq!(
+            GrpcCode::from_name("DATA_LOSS").map(GrpcCode::number),
+            Some(15)
+        );
         assert_eq!(GrpcCode::from_name("unavailable"), None);
         assert_eq!(GrpcCode::from_number(17), None);
         assert_eq!(GrpcCode::all().count(), 17);
@@ -253,7 +268,11 @@ mod tests {
             b"Application/GRPC",
             b"APPLICATION/GRPC+PROTO",
         ] {
-            assert!(is_grpc_content_type(yes), "{}", String::from_utf8_lossy(yes));
+            assert!(
+                is_grpc_content_type(yes),
+                "{}",
+                String::from_utf8_lossy(yes)
+            );
         }
         for no in [
             &b"application/grpc-web"[..],
@@ -275,8 +294,20 @@ mod tests {
         assert_eq!(parse_grpc_status(b"0"), GrpcCode::OK);
         assert_eq!(parse_grpc_status(b"14"), GrpcCode::UNAVAILABLE);
         assert_eq!(parse_grpc_status(b"16"), GrpcCode::UNAUTHENTICATED);
-        assert_eq!(parse_grpc_status(b" 5 "), GrpcCode::from_name("NOT_FOUND").unwrap());
-        for bad in [&b"17"[..], b"99", b"-1", b"", b"abc", b"1.0", b"0014", b"\xff"] {
+        assert_eq!(
+            parse_grpc_status(b" 5 "),
+            GrpcCode::from_name("NOT_FOUND").unwrap()
+        );
+        for bad in [
+            &b"17"[..],
+            b"99",
+            b"-1",
+            b"",
+            b"abc",
+            b"1.0",
+            b"0014",
+            b"\xff",
+        ] {
             assert_eq!(parse_grpc_status(bad), GrpcCode::UNKNOWN, "{bad:?}");
         }
     }
@@ -307,7 +338,10 @@ mod tests {
             outcome_from_headers(Some(b"14"), Some(b"200"), true),
             Some(GrpcCode::UNAVAILABLE)
         );
-        assert_eq!(outcome_from_headers(Some(b"0"), Some(b"200"), false), Some(GrpcCode::OK));
+        assert_eq!(
+            outcome_from_headers(Some(b"0"), Some(b"200"), false),
+            Some(GrpcCode::OK)
+        );
         // A normal answer: the trailers will say.
         assert_eq!(outcome_from_headers(None, Some(b"200"), false), None);
         // 200 that ended without any status.
@@ -324,7 +358,10 @@ mod tests {
             outcome_from_headers(None, Some(b"404"), false),
             Some(GrpcCode::UNIMPLEMENTED)
         );
-        assert_eq!(outcome_from_headers(None, None, false), Some(GrpcCode::UNKNOWN));
+        assert_eq!(
+            outcome_from_headers(None, None, false),
+            Some(GrpcCode::UNKNOWN)
+        );
         assert_eq!(outcome_from_trailers(Some(b"13")), GrpcCode::INTERNAL);
         assert_eq!(outcome_from_trailers(None), GrpcCode::UNKNOWN);
     }
@@ -334,7 +371,13 @@ mod tests {
         let default = GrpcCodeSet::default();
         assert_eq!(
             default.names(),
-            ["UNKNOWN", "DEADLINE_EXCEEDED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"]
+            [
+                "UNKNOWN",
+                "DEADLINE_EXCEEDED",
+                "INTERNAL",
+                "UNAVAILABLE",
+                "DATA_LOSS"
+            ]
         );
         assert!(default.contains(GrpcCode::UNAVAILABLE));
         assert!(!default.contains(GrpcCode::OK));
@@ -345,7 +388,10 @@ mod tests {
         assert_eq!(GrpcCodeSet::parse(&[]).unwrap(), GrpcCodeSet::EMPTY);
         let (i, msg) = GrpcCodeSet::parse(&strings(&["INTERNAL", "unavailable"])).unwrap_err();
         assert_eq!(i, 1);
-        assert!(msg.contains("`unavailable` is not a gRPC status code name"), "{msg}");
+        assert!(
+            msg.contains("`unavailable` is not a gRPC status code name"),
+            "{msg}"
+        );
         assert!(msg.contains("did you mean `UNAVAILABLE`?"), "{msg}");
         let (i, msg) = GrpcCodeSet::parse(&strings(&["OK", "OK", "14"])).unwrap_err();
         assert_eq!(i, 2);
