@@ -500,3 +500,60 @@ fn an_unreachable_canary_trips_the_guard_on_envoys_own_grpc_answers() {
     );
     envoy.assert_vm_healthy();
 }
+
+/// What no grpcio server sends: a call that ends without any grpc-status (the
+/// stream just ends, or is reset), and HTTP errors without one, as a proxy in
+/// between may answer. The filter counts what the gRPC spec says a client sees.
+#[test]
+fn calls_without_grpc_status_count_as_the_grpc_spec_maps_them() {
+    let stable = GrpcServer::ok("stable");
+    let canary = GrpcServer::broken("canary");
+    let envoy = envoy_with(ROUTING, &stable, Some(&canary));
+    let mut client = PeerClient::start();
+    for (how, n) in [
+        ("no-status", 3),
+        ("reset", 2),
+        ("http-503", 4),
+        ("http-404", 5),
+    ] {
+        for _ in 0..n {
+            let answer = client.call(
+                envoy.listener,
+                "Unary",
+                &[("x-canary", "canary"), ("x-break", how)],
+            );
+            eprintln!(
+                "{how}: the grpcio client sees {} ({})",
+                answer.code, answer.details
+            );
+            assert_ne!(answer.code, "OK", "{how}");
+        }
+    }
+    // A stream that ends without a status, reset or not, is UNKNOWN: counted when
+    // the stream is done, since no trailers came.
+    let unknown = || grpc_count(&envoy.prometheus(), "canary", "UNKNOWN");
+    assert!(
+        harness::wait_until(Duration::from_secs(10), || unknown() == 5.0),
+        "UNKNOWN: {}",
+        unknown()
+    );
+    let m = envoy.prometheus();
+    assert_eq!(grpc_count(&m, "canary", "UNAVAILABLE"), 4.0);
+    assert_eq!(grpc_count(&m, "canary", "UNIMPLEMENTED"), 5.0);
+    assert_eq!(m.sum("canary_grpc_responses_total", &[]), 14.0);
+    assert_eq!(
+        m.value(
+            "canary_responses_total",
+            &[("version", "canary"), ("code_class", "5xx")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        m.value(
+            "canary_responses_total",
+            &[("version", "canary"), ("code_class", "4xx")]
+        ),
+        5.0
+    );
+    envoy.assert_vm_healthy();
+}

@@ -12,6 +12,15 @@
           after-metadata  initial metadata first, then the status in the trailers
           after-message   (Stream) one message first, then the status in the trailers
 
+    peer.py serve-broken --version canary
+        An HTTP/2 server (the h2 library, not gRPC) that answers gRPC calls the way a
+        broken server or a proxy in between might, by the request header `x-break`:
+          no-status   HEADERS 200 (application/grpc), one message, END_STREAM without trailers
+          reset       HEADERS 200, one message, then RST_STREAM
+          http-503    HEADERS 503 (text/plain) without grpc-status, END_STREAM
+          http-404    HEADERS 404 (text/plain) without grpc-status, END_STREAM
+        Prints `ready <port>` like `serve`.
+
     peer.py client
         Reads one JSON request a line on stdin, writes one JSON answer a line:
           {"op": "grpc", "target": "127.0.0.1:P", "method": "Unary"|"Stream",
@@ -159,6 +168,67 @@ class Client:
         return {"codes": codes, "seconds": time.monotonic() - start}
 
 
+def serve_broken(args):
+    import threading
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    served_by = ("x-served-by", args.version)
+    message = b"\x00" + len(args.version).to_bytes(4, "big") + args.version.encode()
+
+    def answer(conn, stream_id, headers):
+        how = headers.get("x-break", "no-status")
+        if how in ("http-503", "http-404"):
+            conn.send_headers(stream_id, [(":status", how[5:]), ("content-type", "text/plain"), served_by],
+                              end_stream=True)
+            return
+        conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc"), served_by])
+        if how == "reset":
+            conn.send_data(stream_id, message)
+            conn.reset_stream(stream_id, error_code=2)  # INTERNAL_ERROR
+        else:
+            conn.send_data(stream_id, message, end_stream=True)
+
+    def handle(sock):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        requests = {}
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        requests[event.stream_id] = {k.decode(): v.decode() for k, v in event.headers}
+                    elif isinstance(event, h2.events.DataReceived):
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded) and event.stream_id in requests:
+                        answer(conn, event.stream_id, requests.pop(event.stream_id))
+                sock.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            return
+        finally:
+            sock.close()
+
+    def accept():
+        while True:
+            sock, _ = listener.accept()
+            threading.Thread(target=handle, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    print(f"ready {listener.getsockname()[1]}", flush=True)
+    sys.stdin.read()
+
+
 def h2_request(req):
     """One HTTP/2 request with prior knowledge (h2c), by the h2 library."""
     import h2.config
@@ -231,9 +301,11 @@ def main():
     s.add_argument("--version", required=True)
     s.add_argument("--code", default="OK")
     s.add_argument("--how", default="trailers-only", choices=HOWS)
+    b = sub.add_parser("serve-broken")
+    b.add_argument("--version", required=True)
     sub.add_parser("client")
     args = parser.parse_args()
-    serve(args) if args.command == "serve" else client(args)
+    {"serve": serve, "serve-broken": serve_broken, "client": client}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -89,9 +89,9 @@ impl GrpcServer {
 
     /// Starts the server and waits (at most 30 s) until it listens.
     pub fn start(version: &str, code: &str, how: How) -> GrpcServer {
-        let mut child = Command::new(python())
-            .arg(peer_script())
-            .args([
+        Self::spawn(
+            version,
+            &[
                 "serve",
                 "--version",
                 version,
@@ -99,7 +99,21 @@ impl GrpcServer {
                 code,
                 "--how",
                 how.as_str(),
-            ])
+            ],
+        )
+    }
+
+    /// Not a gRPC server: an HTTP/2 server that answers gRPC calls as a broken
+    /// server or a proxy in between might, by the request header `x-break`
+    /// (`no-status`, `reset`, `http-503`, `http-404`; see `tests/grpc/peer.py`).
+    pub fn broken(version: &str) -> GrpcServer {
+        Self::spawn(version, &["serve-broken", "--version", version])
+    }
+
+    fn spawn(version: &str, args: &[&str]) -> GrpcServer {
+        let mut child = Command::new(python())
+            .arg(peer_script())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
