@@ -11,9 +11,9 @@
 //! changes request headers, so no explicit `clear_route_cache` call is made.
 //!
 //! gRPC calls (request `content-type: application/grpc`, found in the header map
-//! already read) pay one more read, `grpc-status` in the response headers, and one
-//! in the trailers unless the answer was trailers-only, plus one counter increment
-//! (`P_grpc_responses_total`). Other requests pay nothing for gRPC support.
+//! already read) pay one more read, `grpc-status` from the trailers, or from the
+//! response headers when the answer is trailers-only (or not a 200), plus one
+//! counter increment (`P_grpc_responses_total`). Other requests pay nothing for gRPC.
 //!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
@@ -22,7 +22,10 @@
 
 use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{decide, Rng, Routing};
-use crate::grpc::{is_grpc_content_type, outcome_from_headers, outcome_from_trailers, GrpcCode};
+use crate::grpc::{
+    is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
+    GrpcCode,
+};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
 use crate::request::{RequestFacts, SerializedHeaders};
@@ -434,11 +437,15 @@ impl HttpContext for CanaryRequest {
             }
         }
         if self.grpc {
-            // Trailers-only answers (and Envoy's own replies) carry grpc-status here.
-            let grpc_status =
+            // Trailers-only answers (and Envoy's own replies) carry grpc-status here;
+            // a 200 with a body to come carries it in the trailers: not asked here.
+            let grpc_status = if status_may_be_in_headers(status.as_deref(), end_of_stream) {
                 hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "grpc-status")
                     .ok()
-                    .flatten();
+                    .flatten()
+            } else {
+                None
+            };
             match outcome_from_headers(grpc_status.as_deref(), status.as_deref(), end_of_stream) {
                 Some(code) => self.count_grpc(active, version, code, now),
                 None => self.grpc_pending = Some(version),

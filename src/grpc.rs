@@ -129,6 +129,15 @@ pub fn parse_http_status(value: &[u8]) -> Option<u16> {
     }
 }
 
+/// Whether the response headers can carry the call's `grpc-status`: a trailers-only
+/// answer (the headers end the stream, as servers answer errors before any message
+/// and Envoy its own replies) or a non-200 one. A 200 with more to come carries its
+/// status in the trailers, so the host layer does not ask the headers for it: one
+/// host call less on every normal call.
+pub fn status_may_be_in_headers(http_status: Option<&[u8]>, end_of_stream: bool) -> bool {
+    end_of_stream || http_status.and_then(parse_http_status) != Some(200)
+}
+
 /// The outcome of a gRPC call as far as its response headers tell:
 /// `Some(code)` if they settle it, `None` if it comes in the trailers.
 /// - `grpc-status` in the headers: a trailers-only answer, that is the code;
@@ -363,6 +372,11 @@ mod tests {
             Some(GrpcCode::UNKNOWN)
         );
         assert_eq!(outcome_from_trailers(Some(b"13")), GrpcCode::INTERNAL);
+        // Only a trailers-only or non-200 answer is asked for grpc-status in its headers.
+        assert!(status_may_be_in_headers(Some(b"200"), true));
+        assert!(!status_may_be_in_headers(Some(b"200"), false));
+        assert!(status_may_be_in_headers(Some(b"503"), false));
+        assert!(status_may_be_in_headers(None, false));
         assert_eq!(outcome_from_trailers(None), GrpcCode::UNKNOWN);
     }
 

@@ -5,7 +5,7 @@
 //! compare-and-swap; this module only does the arithmetic and the encoding.
 
 use crate::grpc::GrpcCodeSet;
-use crate::schedule::format_duration;
+use crate::units::format_duration;
 
 /// Which responses count as failures: status classes (`5xx`) and exact codes (`429`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,7 +163,9 @@ class Client:
         codes = {}
         start = time.monotonic()
         for _ in range(int(req["calls"])):
-            code = self.call(req["target"], req.get("method", "Unary"), req.get("metadata", []), 10)["code"]
+            code = self.call(
+                req["target"], req.get("method", "Unary"), req.get("metadata", []), req.get("timeout", 60)
+            )["code"]
             codes[code] = codes.get(code, 0) + 1
         return {"codes": codes, "seconds": time.monotonic() - start}
 
