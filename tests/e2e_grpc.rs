@@ -322,13 +322,14 @@ const GUARD: &str = r#"{
 /// The fewest failures that can trip [`GUARD`] with every canary response failing.
 const NEEDED: usize = 20;
 
-/// Calls as distinct users until `stable_streak` calls in a row were served by
+/// Calls as distinct users until 200 calls in a row were served by
 /// stable; returns (canary failures before the trip, canary users then rerouted).
 fn call_until_tripped(
     envoy: &Envoy,
     client: &mut PeerClient,
     config: &Config,
     expect_served_by_canary: bool,
+    failing_code: &str,
 ) -> (usize, usize, Duration) {
     let users = user_ids("grpc-guard", 3000);
     let (mut failures, mut rerouted, mut streak) = (0, 0, 0);
@@ -343,7 +344,7 @@ fn call_until_tripped(
             expected_version(config, user).0.as_str(),
             answer.code.as_str(),
         ) {
-            ("canary", "UNAVAILABLE") => {
+            ("canary", code) if code == failing_code => {
                 assert_eq!(rerouted, 0, "a canary failure after the trip: {answer:?}");
                 let by = if expect_served_by_canary {
                     Some("canary")
@@ -383,7 +384,8 @@ fn a_canary_answering_unavailable_trips_the_guard_within_the_http_bound() {
     let canary = GrpcServer::start("canary", "UNAVAILABLE", How::TrailersOnly);
     let envoy = envoy_with(GUARD, &stable, Some(&canary));
     let mut client = PeerClient::start();
-    let (failures, rerouted, took) = call_until_tripped(&envoy, &mut client, &config, true);
+    let (failures, rerouted, took) =
+        call_until_tripped(&envoy, &mut client, &config, true, "UNAVAILABLE");
     eprintln!(
         "gRPC guard (canary answers UNAVAILABLE): {failures} failed calls before the trip \
          (fewest possible {NEEDED}), {:.1} ms from the first to the last; {rerouted} canary users then served by stable",
@@ -470,7 +472,8 @@ fn an_unreachable_canary_trips_the_guard_on_envoys_own_grpc_answers() {
     let stable = GrpcServer::ok("stable");
     let envoy = envoy_with(GUARD, &stable, None);
     let mut client = PeerClient::start();
-    let (failures, rerouted, _) = call_until_tripped(&envoy, &mut client, &config, false);
+    let (failures, rerouted, _) =
+        call_until_tripped(&envoy, &mut client, &config, false, "UNAVAILABLE");
     eprintln!(
         "gRPC guard (canary unreachable): {failures} failed calls before the trip (fewest possible {NEEDED}), \
          {rerouted} canary users then served by stable"
@@ -556,4 +559,31 @@ fn calls_without_grpc_status_count_as_the_grpc_spec_maps_them() {
         5.0
     );
     envoy.assert_vm_healthy();
+}
+
+#[test]
+fn the_codes_listed_in_grpc_status_are_the_failures() {
+    // NOT_FOUND listed (and only it): a canary answering NOT_FOUND trips the guard.
+    let config_text = GUARD.replace(
+        r#""hold": "forever""#,
+        r#""hold": "forever", "grpc_status": ["NOT_FOUND"]"#,
+    );
+    let config = Config::from_json(config_text.as_bytes()).unwrap();
+    let stable = GrpcServer::ok("stable");
+    let canary = GrpcServer::start("canary", "NOT_FOUND", How::AfterMetadata);
+    let envoy = envoy_with(&config_text, &stable, Some(&canary));
+    let mut client = PeerClient::start();
+    let (failures, rerouted, _) =
+        call_until_tripped(&envoy, &mut client, &config, true, "NOT_FOUND");
+    assert!(
+        (NEEDED..=NEEDED + 3).contains(&failures),
+        "{failures} NOT_FOUND answers before the trip"
+    );
+    assert!(rerouted >= 50, "{rerouted} canary users rerouted");
+    let m = envoy.prometheus();
+    assert_eq!(
+        m.value("canary_guard_tripped", &[("version", "canary")]),
+        1.0
+    );
+    assert_eq!(grpc_count(&m, "canary", "NOT_FOUND"), failures as f64);
 }

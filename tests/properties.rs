@@ -1918,6 +1918,7 @@ fn guard_config() -> BoxedStrategy<GuardConfig> {
                 min_requests,
                 window_ms,
                 status: StatusMatcher::parse(&["5xx".to_string()]).expect("5xx"),
+                grpc_status: canary_router::grpc::GrpcCodeSet::default(),
                 hold_ms,
             },
         )
