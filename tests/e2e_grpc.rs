@@ -55,7 +55,7 @@ fn grpc_calls_are_routed_over_http2_as_the_core_decides_and_users_stay_put() {
         assert_eq!(answer.code, "OK", "{user}: {answer:?}");
         let version = answer.served_by.clone().expect("x-served-by");
         assert_eq!(version, expected_version(&config, user).0, "user {user}");
-        assert_eq!(answer.messages, [version.clone()]);
+        assert_eq!(answer.messages, std::slice::from_ref(&version));
         *served.entry(version).or_default() += 1;
     }
     // Sticky: each user's further calls, unary and streaming, stay where the first went.
