@@ -723,11 +723,14 @@ def count_instructions(key, workdir, warmup=500, requests=1000):
 
 PEER = os.path.join(ROOT, "tests/grpc/peer.py")
 GRPC_PYTHON = os.path.join(ROOT, ".tools/venv/bin/python")
+TRAILERS_ONLY = [["x-reply-code", "UNAVAILABLE"], ["x-reply-how", "trailers-only"]]
 GRPC_CASES = {
-    "b-grpc": ("b", "empty proxy-wasm filter, gRPC calls answered OK", []),
+    "b-grpc": ("b", "empty proxy-wasm filter, gRPC calls answered OK (message + trailers)", []),
     "d-grpc": ("d", "canary-router, gRPC calls answered OK (message + trailers)", []),
+    "b-grpc-trailers-only": ("b", "empty proxy-wasm filter, gRPC calls answered UNAVAILABLE trailers-only",
+                             TRAILERS_ONLY),
     "d-grpc-trailers-only": ("d", "canary-router, gRPC calls answered UNAVAILABLE trailers-only",
-                             [["x-reply-code", "UNAVAILABLE"], ["x-reply-how", "trailers-only"]]),
+                             TRAILERS_ONLY),
 }
 
 
@@ -822,7 +825,7 @@ def run_grpc_instructions(workdir, http_counts):
     result = {
         "per_call": counts,
         "filter_per_grpc_call": counts["d-grpc"] - counts["b-grpc"],
-        "filter_per_grpc_trailers_only_call": counts["d-grpc-trailers-only"] - counts["b-grpc"],
+        "filter_per_grpc_trailers_only_call": counts["d-grpc-trailers-only"] - counts["b-grpc-trailers-only"],
         "filter_per_http_request": http["d"] - http["b"],
     }
     print(f"  canary-router over the empty filter: {result['filter_per_grpc_call']:+,.0f} per gRPC call, "
