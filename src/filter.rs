@@ -11,6 +11,13 @@
 //! itself after a filter of this ABI (0.2.1) changes request headers, so no
 //! explicit `clear_route_cache` call is made.
 //!
+//! gRPC calls (request `content-type: application/grpc`, found in the header map
+//! already read) whose outcome is counted (`metrics.responses`, or a guard that
+//! compares their version) pay `:status` and one more read, `grpc-status` from the
+//! trailers, or from the response headers when the answer is trailers-only (or not
+//! a 200), plus one counter increment (`P_grpc_responses_total`, when opted in).
+//! Other requests pay nothing for gRPC.
+//!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
 //! shared data (compare-and-swap). A failed response of the guarded version merges
@@ -18,6 +25,10 @@
 
 use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{decide, Rng, Routing};
+use crate::grpc::{
+    is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
+    GrpcCode,
+};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
 use crate::request::{RequestFacts, SerializedHeaders};
@@ -326,6 +337,8 @@ impl RootContext for CanaryRoot {
             live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
             decided: None,
+            grpc: false,
+            grpc_pending: None,
         }))
     }
 
@@ -341,6 +354,10 @@ struct CanaryRequest {
     rng: Rc<Cell<Rng>>,
     /// The version this request went to and when the decision was made.
     decided: Option<(usize, Option<SystemTime>)>,
+    /// A gRPC call whose outcome is counted (its metric or a guard needs it).
+    grpc: bool,
+    /// A gRPC call whose status is still to come, in the trailers: its version.
+    grpc_pending: Option<usize>,
 }
 
 impl Context for CanaryRequest {}
@@ -383,6 +400,17 @@ impl HttpContext for CanaryRequest {
         {
             let _ = hostcalls::increment_metric(id, 1);
         }
+        // gRPC is told by the content-type in the map already read: no host call.
+        // Its outcome is read only if counted, or if the guard compares this version.
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.watches(assignment.version));
+        self.grpc = (active.metrics.counts_grpc() || guard_watches)
+            && request
+                .header("content-type")
+                .is_some_and(is_grpc_content_type);
         let started = if active.metrics.records_latency() {
             hostcalls::get_current_time().ok()
         } else {
@@ -392,20 +420,21 @@ impl HttpContext for CanaryRequest {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(active), Some((version, started))) =
             (self.active.as_deref(), self.decided.take())
         else {
             return Action::Continue;
         };
         // No response-side host call that the config does not use: the guard needs
-        // `:status` only from the versions it compares.
+        // `:status` only from the versions it compares; a counted gRPC call needs it
+        // to know where its grpc-status is.
         let guard_watches = active
             .config
             .guard
             .as_ref()
             .is_some_and(|g| g.watches(version));
-        let status = if active.metrics.counts_responses() || guard_watches {
+        let status = if active.metrics.counts_responses() || guard_watches || self.grpc {
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()
@@ -423,7 +452,21 @@ impl HttpContext for CanaryRequest {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
             }
         }
-        if let Some(guard) = active.config.guard.as_ref().filter(|_| guard_watches) {
+        if self.grpc {
+            // Trailers-only answers (and Envoy's own replies) carry grpc-status here;
+            // a 200 with a body to come carries it in the trailers: not asked here.
+            let grpc_status = if status_may_be_in_headers(status.as_deref(), end_of_stream) {
+                hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "grpc-status")
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            match outcome_from_headers(grpc_status.as_deref(), status.as_deref(), end_of_stream) {
+                Some(code) => self.count_grpc(active, version, code, now),
+                None => self.grpc_pending = Some(version),
+            }
+        } else if let Some(guard) = active.config.guard.as_ref().filter(|_| guard_watches) {
             let code = status
                 .as_deref()
                 .and_then(|s| std::str::from_utf8(s).ok())
@@ -433,9 +476,44 @@ impl HttpContext for CanaryRequest {
         }
         Action::Continue
     }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            let grpc_status =
+                hostcalls::get_map_value_bytes(MapType::HttpResponseTrailers, "grpc-status")
+                    .ok()
+                    .flatten();
+            self.count_grpc(
+                active,
+                version,
+                outcome_from_trailers(grpc_status.as_deref()),
+                None,
+            );
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream ended without trailers (reset, or a body that just stopped):
+        // a gRPC client sees no status, which is UNKNOWN.
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            self.count_grpc(active, version, GrpcCode::UNKNOWN, None);
+        }
+    }
 }
 
 impl CanaryRequest {
+    /// Counts a gRPC call's outcome; for the guard only its code decides.
+    fn count_grpc(&self, active: &Active, version: usize, code: GrpcCode, now: Option<SystemTime>) {
+        if let Some(id) = active.metrics.grpc_response(version, code) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        if let Some(guard) = &active.config.guard {
+            let failed = guard.grpc_status.contains(code);
+            self.tally_for_guard(active, guard, version, failed, now);
+        }
+    }
+
     fn count_for_guard(
         &self,
         active: &Active,
@@ -449,6 +527,20 @@ impl CanaryRequest {
             // A 5xx the config does not list still counts if Envoy made it because
             // the upstream failed (reset, timeout, no healthy host).
             failed = guard.status.is_failure(code, generated_locally());
+        }
+        self.tally_for_guard(active, guard, version, failed, now);
+    }
+
+    fn tally_for_guard(
+        &self,
+        active: &Active,
+        guard: &GuardConfig,
+        version: usize,
+        failed: bool,
+        now: Option<SystemTime>,
+    ) {
+        if !guard.watches(version) {
+            return;
         }
         let Ok(mut live) = self.live.try_borrow_mut() else {
             return;

@@ -12,6 +12,7 @@
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`metrics`]: metric names, tags and the table of metric ids;
+//! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
 #![cfg_attr(
@@ -22,6 +23,7 @@
 pub mod bucket;
 pub mod config;
 pub mod decide;
+pub mod grpc;
 pub mod guard;
 pub mod metrics;
 pub mod request;

@@ -57,7 +57,7 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let dir = repo_root().join("istio/monitoring");
     let (ok, out) = run_promtool(&["check", "rules", "prometheus-rules.yaml"], &dir);
     assert!(ok, "promtool check rules:\n{out}");
-    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
     let (ok, out) = run_promtool(&["test", "rules", "prometheus-rules.test.yaml"], &dir);
     assert!(ok, "promtool test rules:\n{out}");
 }
@@ -85,6 +85,18 @@ fn the_rule_tests_catch_a_broken_alert() {
             "(1.5 * canary:latency_ms",
             "(0.5 * canary:latency_ms",
             "CanaryLatencyAboveStable",
+        ),
+        (
+            "gRPC error threshold",
+            "(2 * canary:grpc_error_ratio",
+            "(30 * canary:grpc_error_ratio",
+            "CanaryGrpcErrorRateAboveStable",
+        ),
+        (
+            "gRPC failure codes",
+            "grpc_response_status=~\"2|4|13|14|15\"",
+            "grpc_response_status=~\"2|13|14|15|5\"",
+            "CanaryGrpcErrorRateAboveStable",
         ),
         (
             "5xx class",
@@ -147,6 +159,7 @@ fn the_rules_select_only_what_the_filter_exports() {
         "CanaryErrorRateAboveStable",
         "CanaryLatencyAboveStable",
         "CanaryGuardTripped",
+        "CanaryGrpcErrorRateAboveStable",
     ] {
         assert!(alerts.contains(a), "alert {a}");
     }
@@ -171,6 +184,24 @@ fn the_rules_select_only_what_the_filter_exports() {
     );
     assert_eq!(
         check_selectors("canary_requests_total{reason=\"sticky\"}", "canary", &none).len(),
+        1
+    );
+    assert_eq!(
+        check_selectors(
+            "canary_grpc_responses_total{grpc_code=~\"UNAVAILABLE|UNAVAILBLE\"}",
+            "canary",
+            &none
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        check_selectors(
+            "canary_grpc_responses_total{grpc_code=\"14\"}",
+            "canary",
+            &none
+        )
+        .len(),
         1
     );
     assert!(check_selectors(
@@ -249,6 +280,14 @@ fn the_dashboard_has_the_panels_and_every_query_is_valid_promql_on_exported_metr
     assert!(
         has("histogram_quantile(0.99, sum by (version, le) (label_replace(rate(istio_request_duration_milliseconds_bucket"),
         "latency per version"
+    );
+    assert!(
+        has("request_protocol=\"grpc\",grpc_response_status=~\"2|4|13|14|15\"}"),
+        "gRPC error rate per version"
+    );
+    assert!(
+        has("sum by (version, grpc_response_status) (label_replace(rate(istio_requests_total"),
+        "gRPC calls by version and code"
     );
     assert!(has("canary_weight_basis_points"), "current weight");
     assert!(has("canary_guard_tripped"), "guard state");
