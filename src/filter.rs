@@ -492,12 +492,20 @@ impl HttpContext for CanaryRequest {
         }
         Action::Continue
     }
+}
 
-    fn on_log(&mut self) {
-        // The stream ended without trailers (reset, or a body that just stopped):
-        // a gRPC client sees no status, which is UNKNOWN.
-        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
-            self.count_grpc(active, version, GrpcCode::UNKNOWN, None);
+/// The SDK drops a request's context at `proxy_on_delete`, the host's last call
+/// for the request, right after the stream ended. A gRPC call still waiting for
+/// its status then ended without trailers (reset, or a body that just stopped): a
+/// gRPC client sees no status, which is UNKNOWN. Counted here rather than in
+/// `on_log`, so that the module need not export `proxy_on_log`: the host then skips
+/// one call into the VM on every request (tools/wasm_drop_exports.py).
+impl Drop for CanaryRequest {
+    fn drop(&mut self) {
+        if let Some(version) = self.grpc_pending.take() {
+            if let Some(active) = self.active.clone() {
+                self.count_grpc(&active, version, GrpcCode::UNKNOWN, None);
+            }
         }
     }
 }
