@@ -10,6 +10,8 @@
 //! - [`schedule`]: time-based ramps (and the RFC 3339 / duration formats);
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
+//! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
+//! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
@@ -21,7 +23,9 @@
 pub mod bucket;
 pub mod config;
 pub mod decide;
+pub mod fallback;
 pub mod guard;
+pub mod hosts;
 pub mod metrics;
 pub mod request;
 pub mod schedule;
