@@ -13,7 +13,10 @@
 //! VM is keyed by its code and VM config, not by the plugin config); every worker has
 //! its own copy of the VM. So the last good config must outlive the root context
 //! that loaded it: [`LoadHistory`] is kept once per VM, keyed by the plugin (its
-//! name and root id), and every VM copy sees the same sequence of loads.
+//! name and root id), and every VM copy sees the same sequence of loads. A VM that
+//! has not seen the plugin's good config (Envoy's base VM on the main thread, which
+//! is made anew to check each config; a VM restarted under FAIL_RELOAD) finds its
+//! text in the proxy-wide shared data, where every good load leaves it.
 
 use std::collections::BTreeMap;
 
@@ -103,6 +106,18 @@ impl<T: Clone> LoadHistory<T> {
         }
     }
 
+    /// A refused root context of `key` that had no last good config in this VM
+    /// found one elsewhere (the proxy-wide copy): it is this VM's last good config now.
+    pub fn adopted(&mut self, key: &str, config: T) {
+        self.plugin(key).last_good = Some(config);
+    }
+
+    /// True while some root context is alive in this VM. A VM with none (one that
+    /// only validated a config, or one going away) has nothing to report.
+    pub fn has_roots(&self) -> bool {
+        self.plugins.values().any(|p| p.roots > 0)
+    }
+
     /// A root context of `key` is gone (its listener drained, or its config was
     /// replaced). A plugin with no root context left is no longer reported stale;
     /// its last good config stays, for a listener that brings it back.
@@ -152,7 +167,10 @@ impl SafeMode {
     pub fn from_refused(config: &[u8]) -> SafeMode {
         let mut remove = vec![crate::config::DEFAULT_ROUTE_HEADER.to_string()];
         let salvaged: Salvaged = serde_json::from_slice(config).unwrap_or_default();
-        let token = salvaged.override_.and_then(|o| o.token).and_then(|t| t.header);
+        let token = salvaged
+            .override_
+            .and_then(|o| o.token)
+            .and_then(|t| t.header);
         for name in [salvaged.route_header, token].into_iter().flatten() {
             let name = name.0.to_ascii_lowercase();
             if is_header_name(&name) && !remove.contains(&name) {
@@ -166,9 +184,9 @@ impl SafeMode {
 /// RFC 9110 token characters, as the config's header names are checked.
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 // The few fields safe mode reads from a config that failed validation: every
@@ -222,12 +240,21 @@ impl<'de> serde::Deserialize<'de> for LenientString {
             fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 Ok(LenientString(String::new()))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(LenientString(String::new()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(LenientString(String::new()))
             }
         }
@@ -285,10 +312,26 @@ mod tests {
     }
 
     #[test]
+    fn a_config_adopted_from_elsewhere_ends_safe_mode() {
+        let mut history = LoadHistory::default();
+        assert!(!history.has_roots());
+        assert_eq!(history.refused("a"), Fallback::SafeMode);
+        history.adopted("a", 7);
+        assert!(history.has_roots());
+        assert_eq!((history.stale(), history.in_safe_mode()), (1, 0));
+        history.released("a");
+        assert!(!history.has_roots());
+        assert_eq!(history.refused("a"), Fallback::LastGood(7));
+    }
+
+    #[test]
     fn only_refuse_refuses() {
         assert_eq!(OnBadConfig::from_env_value(None), OnBadConfig::Keep);
         assert_eq!(OnBadConfig::from_env_value(Some("keep")), OnBadConfig::Keep);
-        assert_eq!(OnBadConfig::from_env_value(Some("refuze")), OnBadConfig::Keep);
+        assert_eq!(
+            OnBadConfig::from_env_value(Some("refuze")),
+            OnBadConfig::Keep
+        );
         assert_eq!(
             OnBadConfig::from_env_value(Some(" Refuse\n")),
             OnBadConfig::Refuse
@@ -301,7 +344,9 @@ mod tests {
         assert_eq!(remove(""), ["x-canary-version"]);
         assert_eq!(remove("{\"versions\":"), ["x-canary-version"]);
         assert_eq!(
-            remove(r#"{"route_header":"X-Version","versions":[],"override":{"token":{"header":"x-token","values":[]}},"bogus":1}"#),
+            remove(
+                r#"{"route_header":"X-Version","versions":[],"override":{"token":{"header":"x-token","values":[]}},"bogus":1}"#
+            ),
             ["x-canary-version", "x-version", "x-token"]
         );
         // Unreadable or malformed names are skipped, the default stays.

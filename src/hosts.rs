@@ -40,10 +40,7 @@ impl Hosts {
         if entries.len() > MAX_HOSTS {
             problems.push((
                 None,
-                format!(
-                    "{} entries; at most {MAX_HOSTS} are allowed",
-                    entries.len()
-                ),
+                format!("{} entries; at most {MAX_HOSTS} are allowed", entries.len()),
             ));
         }
         let mut hosts = Hosts::default();
@@ -125,13 +122,15 @@ fn entry_problem(entry: &str) -> Option<&'static str> {
     }
     let name = match entry.strip_prefix("*.") {
         Some(rest) => rest,
-        None if entry.contains('*') => {
-            return Some("has a `*` that is not a leading `*.`: only `*.example.com` wildcards are supported")
-        }
+        None if entry.contains('*') => return Some(
+            "has a `*` that is not a leading `*.`: only `*.example.com` wildcards are supported",
+        ),
         None => entry,
     };
     if name.contains('*') {
-        return Some("has a `*` that is not a leading `*.`: only `*.example.com` wildcards are supported");
+        return Some(
+            "has a `*` that is not a leading `*.`: only `*.example.com` wildcards are supported",
+        );
     }
     if name.ends_with('.') || name.starts_with('.') || name.contains("..") {
         return Some("has an empty label: write names such as myapp.myns.svc.cluster.local");
@@ -219,7 +218,15 @@ mod tests {
     #[test]
     fn bytes_that_are_no_host_never_match_and_never_panic() {
         let h = hosts(&["*.example.com", "myapp"]);
-        for junk in [&b"\xff\xfe"[..], b"[", b"]", b":", b"[]:", b".", b"*.example.com"] {
+        for junk in [
+            &b"\xff\xfe"[..],
+            b"[",
+            b"]",
+            b":",
+            b"[]:",
+            b".",
+            b"*.example.com",
+        ] {
             let _ = h.admits(Some(junk));
         }
         assert!(!h.admits(Some(b".")));

@@ -1532,6 +1532,14 @@ pub fn exported_metrics(p: &str) -> BTreeMap<String, BTreeSet<&'static str>> {
         BTreeSet::from(["version"]),
     );
     m.insert(format!("{p}_guard_tripped"), BTreeSet::from(["version"]));
+    // Config health: always under the default prefix, no tags (issue 12).
+    for name in [
+        canary_router::metrics::CONFIG_REJECTED_TOTAL,
+        canary_router::metrics::CONFIG_STALE,
+        canary_router::metrics::CONFIG_SAFE_MODE,
+    ] {
+        m.insert(name.to_string(), BTreeSet::new());
+    }
     m
 }
 
