@@ -585,6 +585,12 @@ impl HttpContext for CanaryRequest {
         };
         let headers = request_header_map();
         let request = HostRequest(SerializedHeaders::new(&headers));
+        // Not for this plugin: passed on untouched, not counted, not guarded.
+        if let Some(hosts) = &active.config.hosts {
+            if !hosts.admits(request.header(":authority")) {
+                return Action::Continue;
+            }
+        }
         let mut rng = self.rng.get();
         let assignment = decide(&active.config, &live.routing, &request, &mut rng);
         self.rng.set(rng);

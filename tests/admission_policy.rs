@@ -193,6 +193,11 @@ fn field_of(message: &str) -> String {
     field.trim_start_matches('.').to_string()
 }
 
+/// The path a message starts with: `spec.url: ...` -> `spec.url`.
+fn field_of_spec(message: &str) -> String {
+    message.split(": ").next().unwrap_or_default().to_string()
+}
+
 /// The fields `canary-router validate` names for a bad fixture (its .expected file).
 fn validate_fields(path: &std::path::Path) -> BTreeSet<String> {
     let expected = std::fs::read_to_string(path.with_extension("expected")).expect("expected");
@@ -257,7 +262,22 @@ fn every_good_fixture_and_every_shipped_wasm_plugin_is_admitted() {
         if doc.kind() != "WasmPlugin" {
             continue;
         }
+        // As shipped, the placeholder image is refused (and only that)...
         let messages = admit(&policy, &doc.value).expect("a canary-router WasmPlugin");
+        assert_eq!(
+            messages
+                .iter()
+                .map(|m| field_of_spec(m))
+                .collect::<Vec<_>>(),
+            ["spec.url"],
+            "{}: {messages:#?}",
+            doc.id()
+        );
+        // ...and with a real image, as `make istio-manifests IMAGE=...` renders it,
+        // admitted.
+        let mut rendered = doc.value.clone();
+        rendered["spec"]["url"] = "oci://registry.example.com/canary-router:0.1.0".into();
+        let messages = admit(&policy, &rendered).expect("a canary-router WasmPlugin");
         assert!(messages.is_empty(), "{}: refused: {messages:#?}", doc.id());
         checked.push(doc.id());
     }

@@ -452,3 +452,138 @@ fn a_fresh_proxy_with_only_a_bad_config_serves_every_request_in_safe_mode() {
          each logged as validate prints it, 0 NACKs, 0 5xx"
     );
 }
+
+#[test]
+fn hosts_only_listed_hosts_are_decided_counted_and_guarded() {
+    let config = r#"{
+      "versions": [ { "name": "stable" }, { "name": "canary", "weight": 50 } ],
+      "override": { "header": "x-canary" },
+      "hash": { "header": "x-user-id", "salt": "hosts" },
+      "anonymous": "baseline",
+      "hosts": [ "myapp", "myapp.myapp.svc.cluster.local", "*.example.com" ],
+      "guard": { "version": "canary", "max_error_rate": 0.1, "min_requests": 20, "window": "60s", "hold": "10m" }
+    }"#;
+    let parsed = Config::from_json(config.as_bytes()).expect("valid");
+    let envoy = Envoy::start(EnvoyOptions {
+        echo_request_headers: vec!["x-canary-version".into()],
+        ..EnvoyOptions::with_config(config)
+    });
+    let mut client = envoy.client();
+    let users = user_ids("hosts", 400);
+    let listed = [
+        "myapp",
+        "MyApp:80",
+        "myapp.myapp.svc.cluster.local:8080",
+        "shop.example.com",
+        "a.b.EXAMPLE.com:443",
+    ];
+    let mut expected_counts = std::collections::BTreeMap::<String, f64>::new();
+    for (i, user) in users.iter().enumerate() {
+        let host = listed[i % listed.len()];
+        // A client-sent route header is replaced on a listed host.
+        let r = client.get_with(&[
+            ("host", host),
+            ("x-user-id", user),
+            ("x-canary-version", "canary"),
+        ]);
+        let (version, _) = harness::expected_version(&parsed, user);
+        assert_eq!(
+            (r.status, r.served_by()),
+            (200, version.clone()),
+            "{host} {user}"
+        );
+        assert_eq!(
+            r.header("x-echo-x-canary-version"),
+            Some(version.as_bytes())
+        );
+        *expected_counts.entry(version).or_default() += 1.0;
+    }
+    let counted = |envoy: &Envoy| {
+        let m = envoy.prometheus();
+        (
+            m.sum("canary_requests_total", &[("version", "stable")]),
+            m.sum("canary_requests_total", &[("version", "canary")]),
+            m.sum("canary_responses_total", &[]),
+        )
+    };
+    let after_listed = counted(&envoy);
+    assert_eq!(
+        after_listed,
+        (expected_counts["stable"], expected_counts["canary"], 400.0),
+        "every request to a listed host decided and counted once"
+    );
+
+    // Unlisted hosts, with the canary failing every request: untouched (a route
+    // header the client sent stays, none is written), not counted, not guarded.
+    envoy.set_runtime("demo.canary_failure_percent", "100");
+    let unlisted = [
+        "other",
+        "example.com",
+        "myapp.other",
+        "evil-myapp",
+        "myapp.example.org:80",
+    ];
+    let mut failures = 0;
+    for i in 0..300 {
+        let host = unlisted[i % unlisted.len()];
+        let user = &users[i];
+        if i % 2 == 0 {
+            let r = client.get_with(&[
+                ("host", host),
+                ("x-user-id", user),
+                ("x-canary-version", "canary"),
+            ]);
+            assert_eq!(
+                (r.status, r.header("x-echo-x-canary-version")),
+                (503, Some(&b"canary"[..])),
+                "{host}"
+            );
+            failures += 1;
+        } else {
+            let r = client.get_with(&[("host", host), ("x-user-id", user)]);
+            assert_eq!(
+                (r.status, r.served_by().as_str()),
+                (200, "stable"),
+                "{host}"
+            );
+            assert_eq!(
+                r.header("x-echo-x-canary-version").unwrap_or_default(),
+                b"",
+                "{host}"
+            );
+        }
+    }
+    assert_eq!(
+        counted(&envoy),
+        after_listed,
+        "unlisted hosts are not counted"
+    );
+    let tripped = || {
+        envoy
+            .prometheus()
+            .value("canary_guard_tripped", &[("version", "canary")])
+    };
+    assert_eq!(
+        tripped(),
+        0.0,
+        "{failures} failures on unlisted hosts tripped the guard"
+    );
+    assert!(!envoy.log().contains("guard tripped"), "{}", envoy.log());
+
+    // The control: 40 failures on a listed host trip it.
+    for _ in 0..40 {
+        let r = client.get_with(&[("host", "myapp"), ("x-canary", "canary")]);
+        assert_eq!(r.status, 503);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || tripped() == 1.0),
+        "the guard never tripped on the listed host's failures"
+    );
+    envoy.assert_vm_healthy();
+    eprintln!(
+        "hosts: 400 requests to 5 forms of listed hosts decided and counted exactly (stable {}, canary {}); \
+         300 to 5 unlisted hosts untouched and uncounted, {failures} of them 503s from the canary, guard not tripped; \
+         40 failures on a listed host tripped it",
+        expected_counts["stable"], expected_counts["canary"]
+    );
+}

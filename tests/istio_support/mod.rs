@@ -782,12 +782,14 @@ pub fn cross_check(docs: &[Doc]) -> Vec<String> {
         }
     }
     // One config for the whole rollout: every proxy must decide alike. Only the
-    // override block may differ (e.g. a token at the internet-facing gateway), and
-    // the fingerprint of the config's text.
+    // override block may differ (e.g. a token at the internet-facing gateway), the
+    // hosts (the names the service has where the plugin runs), and the fingerprint
+    // of the config's text.
     if let Some(((first, first_config), rest)) = configs.split_first() {
         for (other, config) in rest {
             let mut comparable = config.clone();
             comparable.override_ = first_config.override_.clone();
+            comparable.hosts = first_config.hosts.clone();
             comparable.fingerprint = first_config.fingerprint;
             if &comparable != first_config {
                 errors.push(format!(
@@ -1327,7 +1329,15 @@ pub fn render(
                         }
                     }
                 }
-                spec["pluginConfig"] = plugin_config.clone();
+                // `hosts` belongs to the placement (the callers' sidecars know the
+                // service by its cluster names, the gateway by its public one): each
+                // manifest keeps its own unless your config sets hosts.
+                let own_hosts = spec["pluginConfig"].get("hosts").cloned();
+                let mut config = plugin_config.clone();
+                if let (Some(hosts), Some(c)) = (own_hosts, config.as_object_mut()) {
+                    c.entry("hosts").or_insert(hosts);
+                }
+                spec["pluginConfig"] = config;
             }
             "DestinationRule" => {
                 doc.value["spec"]["subsets"] = Value::Array(
