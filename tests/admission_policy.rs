@@ -342,6 +342,7 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
         ),
         ("guard-missing-rate.yaml", &["guard.max_error_rate"][..]),
         ("hash-without-source.json", &["hash"][..]),
+        ("hosts-errors.json", &["hosts[1]"][..]),
         ("metrics-prefix.json", &["metrics_prefix"][..]),
         ("missing-versions.json", &["versions"][..]),
         ("no-versions.json", &["versions"][..]),
