@@ -570,6 +570,40 @@ fn hosts_only_listed_hosts_are_decided_counted_and_guarded() {
     );
     assert!(!envoy.log().contains("guard tripped"), "{}", envoy.log());
 
+    // `canary-router explain` says the same per host: untouched for an unlisted one,
+    // the version Envoy routed to for a listed one.
+    let file = std::env::temp_dir().join(format!("mesh-hosts-{}.json", std::process::id()));
+    std::fs::write(&file, config).expect("write the config");
+    let path = file.to_string_lossy().into_owned();
+    let explain = |authority: &str| {
+        let o = cli_support::run(
+            &[
+                "explain",
+                &path,
+                "--header",
+                &format!(":authority={authority}"),
+                "--header",
+                &format!("x-user-id={}", users[0]),
+            ],
+            None,
+        );
+        assert_eq!(cli_support::code(&o), 0, "{}", cli_support::stderr(&o));
+        cli_support::stdout(&o)
+    };
+    let (version, _) = harness::expected_version(&parsed, &users[0]);
+    let listed_text = explain("MyApp:80");
+    assert!(
+        listed_text.starts_with(&format!("version: {version}\n")),
+        "{listed_text}"
+    );
+    let unlisted_text = explain("payments.example.org:80");
+    assert!(
+        unlisted_text.starts_with("version: none (untouched)\n")
+            && unlisted_text.contains("matches no entry of hosts"),
+        "{unlisted_text}"
+    );
+    let _ = std::fs::remove_file(&file);
+
     // The control: 40 failures on a listed host trip it.
     for _ in 0..40 {
         let r = client.get_with(&[("host", "myapp"), ("x-canary", "canary")]);
