@@ -9,6 +9,9 @@
 //!   mode: no decision, the route header removed (a client cannot pick the canary),
 //!   so the route table's default route (stable) serves it; then every bad fixture
 //!   of tests/fixtures/configs, pushed in turn, logs the very line `validate` prints.
+//! - The control: with the refuse opt-in the same fresh proxy NACKs and answers 500
+//!   to every request (Envoy's missing-config filter), until a good config comes.
+//! - `hosts`: only requests to the listed hosts are decided, counted and guarded.
 
 mod harness;
 
@@ -620,4 +623,36 @@ fn hosts_only_listed_hosts_are_decided_counted_and_guarded() {
          40 failures on a listed host tripped it",
         expected_counts["stable"], expected_counts["canary"]
     );
+}
+
+#[test]
+fn with_the_refuse_opt_in_a_fresh_proxy_answers_500_which_is_why_it_is_not_the_default() {
+    // Istio's case (istio/istio#38313): the ECDS resource's only config is refused, so
+    // the listener gets Envoy's missing-config filter and fails every request. This
+    // is what the default (safe mode, above) avoids.
+    let bad = A.replace(r#""weight": 20"#, r#""weight": 120"#);
+    let envoy = Envoy::start(EnvoyOptions {
+        filter_from_ecds: true,
+        refuse_bad_config: true,
+        ..EnvoyOptions::with_config(bad)
+    });
+    let mut client = envoy.client();
+    for _ in 0..20 {
+        assert_eq!(client.get_with(&[]).status, 500);
+    }
+    let s = envoy.stats();
+    assert_eq!(
+        s.get("extension_config_discovery.http_filter.canary-router.config_fail")
+            .copied()
+            .unwrap_or(0),
+        1,
+        "NACKed"
+    );
+    assert!(envoy.log().contains("versions[1].weight: 120 is above 100"));
+    // A good config ends it, without a restart.
+    envoy.push_ecds(A).expect("a good config is taken");
+    assert!(wait_until(Duration::from_secs(10), || client
+        .get_with(&[])
+        .status
+        == 200));
 }
