@@ -10,6 +10,11 @@
 //! counter. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
 //! changes request headers, so no explicit `clear_route_cache` call is made.
 //!
+//! gRPC calls (request `content-type: application/grpc`, found in the header map
+//! already read) pay one more read, `grpc-status` from the trailers, or from the
+//! response headers when the answer is trailers-only (or not a 200), plus one
+//! counter increment (`P_grpc_responses_total`). Other requests pay nothing for gRPC.
+//!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
 //! shared data (compare-and-swap). A failed response of the guarded version merges
@@ -18,6 +23,10 @@
 use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{decide, Rng, Routing};
 use crate::fallback::{Fallback, LoadHistory, OnBadConfig, SafeMode, ON_BAD_CONFIG_ENV};
+use crate::grpc::{
+    is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
+    GrpcCode,
+};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{
     code_class_index, MetricKind, MetricSink, MetricTable, CONFIG_REJECTED_TOTAL, CONFIG_SAFE_MODE,
@@ -550,6 +559,8 @@ impl RootContext for CanaryRoot {
             live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
             decided: None,
+            grpc: false,
+            grpc_pending: None,
         }))
     }
 
@@ -566,6 +577,10 @@ struct CanaryRequest {
     rng: Rc<Cell<Rng>>,
     /// The version this request went to and when the decision was made.
     decided: Option<(usize, Option<SystemTime>)>,
+    /// A gRPC call whose outcome is counted (its metric or a guard needs it).
+    grpc: bool,
+    /// A gRPC call whose status is still to come, in the trailers: its version.
+    grpc_pending: Option<usize>,
 }
 
 impl Context for CanaryRequest {}
@@ -619,6 +634,11 @@ impl HttpContext for CanaryRequest {
         {
             let _ = hostcalls::increment_metric(id, 1);
         }
+        // gRPC is told by the content-type in the map already read: no host call.
+        self.grpc = (active.metrics.counts_grpc() || active.config.guard.is_some())
+            && request
+                .header("content-type")
+                .is_some_and(is_grpc_content_type);
         let started = if active.metrics.records_latency() {
             hostcalls::get_current_time().ok()
         } else {
@@ -628,7 +648,7 @@ impl HttpContext for CanaryRequest {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(active), Some((version, started))) =
             (self.active.as_deref(), self.decided.take())
         else {
@@ -653,7 +673,21 @@ impl HttpContext for CanaryRequest {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
             }
         }
-        if let Some(guard) = &active.config.guard {
+        if self.grpc {
+            // Trailers-only answers (and Envoy's own replies) carry grpc-status here;
+            // a 200 with a body to come carries it in the trailers: not asked here.
+            let grpc_status = if status_may_be_in_headers(status.as_deref(), end_of_stream) {
+                hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "grpc-status")
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            match outcome_from_headers(grpc_status.as_deref(), status.as_deref(), end_of_stream) {
+                Some(code) => self.count_grpc(active, version, code, now),
+                None => self.grpc_pending = Some(version),
+            }
+        } else if let Some(guard) = &active.config.guard {
             let code = status
                 .as_deref()
                 .and_then(|s| std::str::from_utf8(s).ok())
@@ -663,9 +697,44 @@ impl HttpContext for CanaryRequest {
         }
         Action::Continue
     }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            let grpc_status =
+                hostcalls::get_map_value_bytes(MapType::HttpResponseTrailers, "grpc-status")
+                    .ok()
+                    .flatten();
+            self.count_grpc(
+                active,
+                version,
+                outcome_from_trailers(grpc_status.as_deref()),
+                None,
+            );
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream ended without trailers (reset, or a body that just stopped):
+        // a gRPC client sees no status, which is UNKNOWN.
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            self.count_grpc(active, version, GrpcCode::UNKNOWN, None);
+        }
+    }
 }
 
 impl CanaryRequest {
+    /// Counts a gRPC call's outcome; for the guard only its code decides.
+    fn count_grpc(&self, active: &Active, version: usize, code: GrpcCode, now: Option<SystemTime>) {
+        if let Some(id) = active.metrics.grpc_response(version, code) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        if let Some(guard) = &active.config.guard {
+            let failed = guard.grpc_status.contains(code);
+            self.tally_for_guard(active, guard, version, failed, now);
+        }
+    }
+
     fn count_for_guard(
         &self,
         active: &Active,
@@ -682,6 +751,20 @@ impl CanaryRequest {
             // A 5xx the config does not list still counts if Envoy made it because
             // the upstream failed (reset, timeout, no healthy host).
             failed = guard.status.is_failure(code, generated_locally());
+        }
+        self.tally_for_guard(active, guard, version, failed, now);
+    }
+
+    fn tally_for_guard(
+        &self,
+        active: &Active,
+        guard: &GuardConfig,
+        version: usize,
+        failed: bool,
+        now: Option<SystemTime>,
+    ) {
+        if version != guard.version && version != 0 {
+            return;
         }
         let Ok(mut live) = self.live.try_borrow_mut() else {
             return;

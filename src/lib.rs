@@ -14,6 +14,7 @@
 //! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
 //! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
+//! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
 #![cfg_attr(
@@ -25,6 +26,7 @@ pub mod bucket;
 pub mod config;
 pub mod decide;
 pub mod fallback;
+pub mod grpc;
 pub mod guard;
 pub mod hosts;
 pub mod metrics;

@@ -285,7 +285,7 @@ fn every_good_fixture_and_every_shipped_wasm_plugin_is_admitted() {
 }
 
 /// The bad fixtures only `canary-router validate` judges, and why.
-const BEYOND_CEL: [(&str, &str); 8] = [
+const BEYOND_CEL: [(&str, &str); 9] = [
     ("empty.json", "not a JSON object: the CRD's schema (an object) refuses it"),
     ("not-an-object.json", "not a JSON object: the CRD's schema refuses it"),
     ("trailing-comma.json", "not JSON: no Kubernetes object can carry it"),
@@ -295,6 +295,10 @@ const BEYOND_CEL: [(&str, &str); 8] = [
         "header names that clash only in another case (standard CEL has no lowerAscii): validate only",
     ),
     ("metrics-errors.json", "types of booleans: validate only"),
+    (
+        "grpc-status-errors.json",
+        "gRPC status code names in guard.grpc_status: validate only",
+    ),
     (
         "override-protection-errors.json",
         "token lengths and characters, CIDR blocks: validate only",
