@@ -382,7 +382,12 @@ fn the_istio_plugin_config_routes_grpc_calls_and_its_guard_trips_on_unavailable(
     let users = user_ids("istio-grpc", 1500);
     let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
     for user in &users {
-        let answer = client.unary_as(envoy.listener, user);
+        let answer = client.call_at(
+            envoy.listener,
+            Some(CALLER_HOST),
+            "Unary",
+            &[("x-user-id", user)],
+        );
         match (
             expected_version(&config, user).0.as_str(),
             answer.code.as_str(),
