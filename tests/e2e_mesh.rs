@@ -450,7 +450,7 @@ fn a_fresh_proxy_with_only_a_bad_config_serves_every_request_in_safe_mode() {
     assert_eq!(envoy.prometheus().value(CONFIG_SAFE_MODE, &[]), 1.0);
     envoy.assert_vm_healthy();
     eprintln!(
-        "fresh proxy with only a bad config: {sent} requests (a fifth of them spoofing the route header), \
+        "fresh proxy with only a bad config: {sent} requests (four in five spoofing a route header or overriding with the token), \
          all 200 from stable, route and token headers removed; then {checked} bad fixtures by ECDS, \
          each logged as validate prints it, 0 NACKs, 0 5xx"
     );
