@@ -11,6 +11,8 @@
 //! - [`schedule`]: time-based ramps;
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
+//! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
+//! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
@@ -23,8 +25,10 @@
 pub mod bucket;
 pub mod config;
 pub mod decide;
+pub mod fallback;
 pub mod grpc;
 pub mod guard;
+pub mod hosts;
 pub mod metrics;
 pub mod request;
 pub mod schedule;

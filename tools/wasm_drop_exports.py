@@ -10,7 +10,7 @@ into the VM whenever the host has that event (every response body chunk, for
 `proxy_on_response_body`), and the SDK's dispatch code for it (the gRPC-call
 callbacks alone are about 10 KB). Measured with `make bench` (instructions per
 request under callgrind): proxy_on_response_body, proxy_on_done and proxy_on_log
-are each about 1.9k instructions a request, the whole list 18 KB of the module.
+are each about 1.9k instructions a request, the whole list about 18 KB of the module.
 
 Kept: what the filter implements or the SDK needs (VM start, context creation and
 deletion, configuration, ticks, memory allocation, request and response headers,
@@ -25,9 +25,9 @@ Only the standard library.
 import sys
 
 DROPPED = {
-    # The end of a context, before its deletion: the SDK's default says "done"
-    # (true), as does the host without the export; the SDK forgets the context
-    # at proxy_on_delete, which stays.
+    # The end of a context, before its deletion: the host takes a missing export
+    # as "done" (true), the SDK's default too; what the root context does at its
+    # end, it does when the SDK drops it at proxy_on_delete, which stays.
     "proxy_on_done",
     # Access-log time: the filter counts what it must at proxy_on_delete instead
     # (a gRPC call that ended without a status, in CanaryRequest's Drop).
