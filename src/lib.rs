@@ -11,6 +11,7 @@
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`metrics`]: metric names, tags and the table of metric ids;
+//! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
 #![cfg_attr(
@@ -23,6 +24,7 @@ pub mod config;
 pub mod decide;
 pub mod guard;
 pub mod metrics;
+pub mod pick;
 pub mod request;
 pub mod schedule;
 pub mod trust;
