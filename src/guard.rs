@@ -4,7 +4,7 @@
 //! worker thread, and merges each worker's [`Pending`] counts into it with
 //! compare-and-swap; this module only does the arithmetic and the encoding.
 
-use crate::schedule::format_duration;
+use crate::units::format_duration;
 
 /// Which responses count as failures: status classes (`5xx`) and exact codes (`429`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 //! - [`bucket`]: sticky murmur3 bucketing of user IDs;
 //! - [`request`]: header and cookie lookup in the host's serialized header map;
 //! - [`decide`]: request facts + config -> [`decide::Assignment`];
-//! - [`schedule`]: time-based ramps (and the RFC 3339 / duration formats);
+//! - [`units`]: weights in basis points, durations, RFC 3339 times (a leaf);
+//! - [`schedule`]: time-based ramps;
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`metrics`]: metric names, tags and the table of metric ids;
@@ -28,6 +29,7 @@ pub mod pick;
 pub mod request;
 pub mod schedule;
 pub mod trust;
+pub mod units;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
