@@ -16,9 +16,10 @@
 //! at once, so the guard trips as soon as the proxy has seen enough failures.
 
 use crate::config::{format_basis_points, Config, ConfigError};
-use crate::decide::{decide, Rng, Routing};
+use crate::decide::{decide, Reason, Rng, Routing};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
+use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
 use crate::request::{RequestFacts, SerializedHeaders};
 use crate::trust::parse_socket_ip;
 use log::{error, info, warn};
@@ -129,7 +130,8 @@ fn log_rejection(errors: &[ConfigError]) {
 }
 
 fn publish_weights(active: &Active, live: &mut Live, weights: Vec<u32>) {
-    if live.weights == weights {
+    // Pick mode: the weights are the route's, unknown here; the gauges stay at 0.
+    if live.weights == weights || active.config.hash.pick.is_some() {
         return;
     }
     for (id, weight) in active.metrics.weights().iter().zip(&weights) {
@@ -258,6 +260,22 @@ impl RootContext for CanaryRoot {
             .zip(&weights)
             .map(|(v, w)| format!("{}={}%", v.name, format_basis_points((*w).into())))
             .collect();
+        let split = match &active.config.hash.pick {
+            // The route's weights decide; the config has none to show.
+            Some(pick) => vec![format!(
+                "{} (pick mode: {} for routes whose weights sum to {})",
+                active
+                    .config
+                    .versions
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                pick.header,
+                pick.total
+            )],
+            None => split,
+        };
         info!(
             "config loaded: route_header={} versions {}{}{}",
             active.config.route_header,
@@ -325,6 +343,7 @@ impl RootContext for CanaryRoot {
             live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
             decided: None,
+            learn_cluster: false,
         }))
     }
 
@@ -340,6 +359,9 @@ struct CanaryRequest {
     rng: Rc<Cell<Rng>>,
     /// The version this request went to and when the decision was made.
     decided: Option<(usize, Option<SystemTime>)>,
+    /// Pick mode: the route's weights chose the cluster, so the response side learns
+    /// the version from the cluster's name.
+    learn_cluster: bool,
 }
 
 impl Context for CanaryRequest {}
@@ -355,7 +377,17 @@ impl HttpContext for CanaryRequest {
         let headers = request_header_map();
         let request = HostRequest(SerializedHeaders::new(&headers));
         let mut rng = self.rng.get();
-        let assignment = decide(&active.config, &live.routing, &request, &mut rng);
+        let (assignment, pick_write) = match &active.config.hash.pick {
+            Some(pick) => {
+                let (assignment, write) =
+                    decide_pick(&active.config, pick, &live.routing, &request, &mut rng);
+                (assignment, Some((pick, write)))
+            }
+            None => (
+                decide(&active.config, &live.routing, &request, &mut rng),
+                None,
+            ),
+        };
         self.rng.set(rng);
         drop(live);
         // The override secret stops here: upstreams and their logs never see it.
@@ -365,6 +397,28 @@ impl HttpContext for CanaryRequest {
             }
         }
 
+        if let Some((pick, write)) = pick_write {
+            write_pick(&active.config, &pick.header, write, &request);
+            let id = match (write, assignment.reason) {
+                (RouteWrite::Pick(_) | RouteWrite::Draw, Reason::Hash | Reason::Random) => {
+                    active.metrics.weighted_request(assignment.reason)
+                }
+                _ => active
+                    .metrics
+                    .request(assignment.version, assignment.reason),
+            };
+            if let Some(id) = id {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+            let started = if active.metrics.records_latency() {
+                hostcalls::get_current_time().ok()
+            } else {
+                None
+            };
+            self.decided = Some((assignment.version, started));
+            self.learn_cluster = true;
+            return Action::Continue;
+        }
         let Some(version) = active.config.versions.get(assignment.version) else {
             return Action::Continue;
         };
@@ -392,9 +446,26 @@ impl HttpContext for CanaryRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(active), Some((version, started))) =
+        let (Some(active), Some((decided, started))) =
             (self.active.as_deref(), self.decided.take())
         else {
+            return Action::Continue;
+        };
+        let version = if self.learn_cluster {
+            // The upstream cluster the router picked. Envoy 1.40 answers the
+            // attribute `xds.cluster_name`; the older top-level `cluster_name` is empty.
+            match hostcalls::get_property(vec!["xds", "cluster_name"]) {
+                Ok(Some(cluster)) => version_of_cluster(
+                    &cluster,
+                    active.config.versions.iter().map(|v| v.name.as_str()),
+                ),
+                _ => None,
+            }
+        } else {
+            Some(decided)
+        };
+        // Pick mode, a cluster that is no version's: nothing per version to count.
+        let Some(version) = version else {
             return Action::Continue;
         };
         // No response-side host call that the config does not use.
@@ -459,6 +530,34 @@ impl CanaryRequest {
         if failed && version == guard.version {
             let now = now.map_or_else(now_ms, unix_ms).unsigned_abs();
             sync_guard(active, guard, &mut live, now);
+        }
+    }
+}
+
+/// Pick mode: sets the route header or the pick header as the decision says and
+/// removes the other, so that neither a client-sent route header nor a client-sent
+/// pick value ever decides. A header the client did not send is not removed (a
+/// host call saved).
+fn write_pick(config: &Config, pick_header: &str, write: RouteWrite, request: &HostRequest) {
+    let (route_value, pick_value) = match write {
+        RouteWrite::Version { version, pick } => (
+            config.versions.get(version).map(|v| v.name.clone()),
+            pick.map(|p| p.to_string()),
+        ),
+        RouteWrite::Pick(value) => (None, Some(value.to_string())),
+        RouteWrite::Draw => (None, None),
+    };
+    for (name, value) in [
+        (config.route_header.as_str(), route_value),
+        (pick_header, pick_value),
+    ] {
+        if value.is_none() && request.header(name).is_none() {
+            continue;
+        }
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
+        {
+            warn!("cannot set {name}: {status:?}");
         }
     }
 }

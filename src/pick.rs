@@ -86,9 +86,11 @@ pub fn destination_of(value: u64, weights: &[u64]) -> Option<usize> {
 /// What the filter writes for a request in pick mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteWrite {
-    /// Set `route_header` to this version's name (a header route placed before the
-    /// weighted route takes it); remove any client-sent pick header.
-    Version(usize),
+    /// Set `route_header` to this version's name, for a header route placed before
+    /// the weighted route; and the pick header to `pick` if the version has a place
+    /// in the documented order (see [`named_pick`]), so that the weighted route sends
+    /// it there too where no header route exists; else remove the pick header.
+    Version { version: usize, pick: Option<u64> },
     /// Set the pick header to this value; remove any client-sent route header.
     Pick(u64),
     /// Remove both headers: Envoy draws at random at the route's weights.
@@ -121,7 +123,13 @@ pub fn decide_pick(
         )
     };
     match assignment.reason {
-        Reason::Override | Reason::UserList => (assignment, RouteWrite::Version(assignment.version)),
+        Reason::Override | Reason::UserList => (
+            assignment,
+            RouteWrite::Version {
+                version: assignment.version,
+                pick: named_pick(assignment.version, config.versions.len(), pick.total),
+            },
+        ),
         Reason::Guard => to_baseline(assignment.bucket),
         Reason::Hash | Reason::Random if routing.guard_tripped && config.guard.is_some() => {
             to_baseline(assignment.bucket)
@@ -135,6 +143,19 @@ pub fn decide_pick(
         }
         Reason::Random => (assignment, RouteWrite::Draw),
         Reason::Baseline => (assignment, RouteWrite::Pick(BASELINE_PICK)),
+    }
+}
+
+/// The pick value of a version named by an override or a user list, for the
+/// documented destination order (the baseline first, the last version last, as in
+/// Flagger's `[primary, canary]`): [`BASELINE_PICK`] for the baseline, `total - 1`
+/// for the last version; `None` for versions in between, which need a header route.
+/// Either lands in its destination's range whenever that destination has a weight.
+pub fn named_pick(version: usize, versions: usize, total: u64) -> Option<u64> {
+    match version {
+        0 => Some(BASELINE_PICK),
+        v if versions > 1 && v == versions - 1 => Some(total.saturating_sub(1)),
+        _ => None,
     }
 }
 
@@ -259,7 +280,9 @@ mod tests {
                     };
                     let canary = if canary_first { 0 } else { 1 };
                     let now: Vec<bool> = (1..=buckets)
-                        .map(|b| destination_of(pick_value(b, buckets, total), &weights) == Some(canary))
+                        .map(|b| {
+                            destination_of(pick_value(b, buckets, total), &weights) == Some(canary)
+                        })
                         .collect();
                     for (i, (was, is)) in before.iter().zip(&now).enumerate() {
                         assert!(!was || *is, "bucket {} left at W {w}", i + 1);
@@ -301,13 +324,125 @@ mod tests {
         assert_eq!(seen, vec![2, 1, 0]);
     }
 
+    fn decide_with(
+        config: &Config,
+        tripped: bool,
+        pairs: &[(&str, &str)],
+    ) -> (Assignment, RouteWrite) {
+        use crate::request::{serialize_headers, SerializedHeaders};
+        let pairs: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        let bytes = serialize_headers(&pairs);
+        let routing = Routing {
+            guard_tripped: tripped,
+            ..Routing::at(config, 0)
+        };
+        let pick = config.hash.pick.clone().unwrap();
+        decide_pick(
+            config,
+            &pick,
+            &routing,
+            &SerializedHeaders::new(&bytes),
+            &mut Rng::new(5),
+        )
+    }
+
+    #[test]
+    fn every_decision_writes_what_the_documented_table_says() {
+        let json = r#"{"versions":[{"name":"primary"},{"name":"canary"}],
+            "override":{"header":"x-canary"},"users":{"canary":["qa-alice"],"primary":["vip"]},
+            "hash":{"header":"x-user-id","salt":"gr1","buckets":100,"pick_header":"x-pick"},
+            "guard":{"version":"canary","max_error_rate":0.1}}"#;
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        for tripped in [false, true] {
+            let (a, w) = decide_with(&c, tripped, &[("x-canary", "canary")]);
+            assert_eq!(
+                (a.reason, w),
+                (
+                    Reason::Override,
+                    RouteWrite::Version {
+                        version: 1,
+                        pick: Some(99)
+                    }
+                )
+            );
+            let (a, w) = decide_with(&c, tripped, &[("x-user-id", "vip")]);
+            assert_eq!(
+                (a.reason, w),
+                (
+                    Reason::UserList,
+                    RouteWrite::Version {
+                        version: 0,
+                        pick: Some(0)
+                    }
+                )
+            );
+        }
+        let (a, w) = decide_with(&c, false, &[("x-user-id", "qa-alice")]);
+        assert_eq!(
+            (a.reason, w),
+            (
+                Reason::UserList,
+                RouteWrite::Version {
+                    version: 1,
+                    pick: Some(99)
+                }
+            )
+        );
+        let (a, w) = decide_with(&c, true, &[("x-user-id", "qa-alice")]);
+        assert_eq!(
+            (a.version, a.reason, w),
+            (0, Reason::Guard, RouteWrite::Pick(0))
+        );
+        let (a, w) = decide_with(&c, false, &[("x-user-id", "123")]);
+        assert_eq!((a.reason, a.bucket), (Reason::Hash, Some(73)));
+        assert_eq!(w, RouteWrite::Pick(pick_value(73, 100, 100)));
+        assert_eq!(w, RouteWrite::Pick(27));
+        let (a, w) = decide_with(&c, true, &[("x-user-id", "123")]);
+        assert_eq!(
+            (a.version, a.reason, w),
+            (0, Reason::Guard, RouteWrite::Pick(0))
+        );
+        let (a, w) = decide_with(&c, false, &[]);
+        assert_eq!((a.reason, w), (Reason::Random, RouteWrite::Draw));
+        let (a, w) = decide_with(&c, true, &[]);
+        assert_eq!((a.reason, w), (Reason::Guard, RouteWrite::Pick(0)));
+        let c = Config::from_json(
+            json.replace("\"override\"", "\"anonymous\":\"baseline\",\"override\"")
+                .as_bytes(),
+        )
+        .unwrap();
+        let (a, w) = decide_with(&c, false, &[]);
+        assert_eq!(
+            (a.version, a.reason, w),
+            (0, Reason::Baseline, RouteWrite::Pick(0))
+        );
+    }
+
+    #[test]
+    fn named_versions_take_the_ends_of_the_documented_order() {
+        assert_eq!(named_pick(0, 2, 100), Some(0));
+        assert_eq!(named_pick(1, 2, 100), Some(99));
+        assert_eq!(destination_of(99, &[99, 1]), Some(1));
+        assert_eq!(destination_of(0, &[1, 99]), Some(0));
+        assert_eq!(named_pick(1, 3, 100), None, "in between: a header route");
+        assert_eq!(named_pick(2, 3, 1000), Some(999));
+        assert_eq!(named_pick(0, 1, 100), Some(0));
+    }
+
     #[test]
     fn destination_of_follows_envoys_cumulative_ranges() {
         assert_eq!(destination_of(0, &[90, 10]), Some(0));
         assert_eq!(destination_of(89, &[90, 10]), Some(0));
         assert_eq!(destination_of(90, &[90, 10]), Some(1));
         assert_eq!(destination_of(190, &[90, 10]), Some(1), "value % total");
-        assert_eq!(destination_of(0, &[0, 10]), Some(1), "a zero weight owns nothing");
+        assert_eq!(
+            destination_of(0, &[0, 10]),
+            Some(1),
+            "a zero weight owns nothing"
+        );
         assert_eq!(destination_of(5, &[0, 0]), None);
         assert_eq!(destination_of(BASELINE_PICK, &[1, 99]), Some(0));
     }
@@ -318,10 +453,22 @@ mod tests {
         let of = |c: &str| version_of_cluster(c.as_bytes(), v);
         assert_eq!(of("primary"), Some(0));
         assert_eq!(of("canary"), Some(1));
-        assert_eq!(of("outbound|80||podinfo-primary.test.svc.cluster.local"), Some(0));
-        assert_eq!(of("outbound|80||podinfo-canary.test.svc.cluster.local"), Some(1));
-        assert_eq!(of("outbound|9080|canary|reviews.default.svc.cluster.local"), Some(1));
-        assert_eq!(of("outbound|9080|primary|reviews.default.svc.cluster.local"), Some(0));
+        assert_eq!(
+            of("outbound|80||podinfo-primary.test.svc.cluster.local"),
+            Some(0)
+        );
+        assert_eq!(
+            of("outbound|80||podinfo-canary.test.svc.cluster.local"),
+            Some(1)
+        );
+        assert_eq!(
+            of("outbound|9080|canary|reviews.default.svc.cluster.local"),
+            Some(1)
+        );
+        assert_eq!(
+            of("outbound|9080|primary|reviews.default.svc.cluster.local"),
+            Some(0)
+        );
         assert_eq!(of("outbound|80||podinfo.test.svc.cluster.local"), None);
         assert_eq!(of("outbound|80||notcanary.test.svc.cluster.local"), None);
         assert_eq!(of("outbound|80||canary.test.svc.cluster.local"), Some(1));

@@ -235,7 +235,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         None => DEFAULT_ROUTE_HEADER.to_string(),
     };
     let buckets = hash::validate_buckets(raw.hash.as_ref(), &mut errors);
-    let versions = versions::validate_versions(&raw.versions, buckets, &mut errors);
+    let pick_mode = hash::pick_mode(raw.hash.as_ref());
+    let versions = versions::validate_versions(&raw.versions, buckets, pick_mode, &mut errors);
     let override_ = match raw.override_ {
         Some(o) => overrides::validate_override(o, &mut errors),
         None => OverrideConfig::default(),
@@ -255,6 +256,26 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
                 field,
                 format!("`{route_header}` is the route_header; it must be a different header"),
             ));
+        }
+    }
+    // Nor the pick value: the filter always writes or removes that header, so it
+    // cannot double as an input, nor be the route header.
+    if let Some(pick) = &hash.pick {
+        for (field, name) in [
+            ("route_header", Some(&route_header)),
+            ("hash.header", hash.header.as_ref()),
+            ("override.header", override_.header.as_ref()),
+            ("override.token.header", token_header.as_ref()),
+        ] {
+            if name == Some(&pick.header) {
+                errors.push(ConfigError::new(
+                    "hash.pick_header",
+                    format!(
+                        "`{}` is also {field}; the pick value needs a header of its own",
+                        pick.header
+                    ),
+                ));
+            }
         }
     }
 

@@ -577,11 +577,16 @@ impl Envoy {
         let mut routes = rds.routes.lock().expect("routes");
         let mut candidate = routes.clone();
         change(&mut candidate);
-        let name = candidate["name"].as_str().expect("route_config.name").to_string();
+        let name = candidate["name"]
+            .as_str()
+            .expect("route_config.name")
+            .to_string();
         let stat = |what: &str| {
             self.stats()
                 .iter()
-                .filter(|(k, _)| k.starts_with("http.") && k.ends_with(&format!(".rds.{name}.{what}")))
+                .filter(|(k, _)| {
+                    k.starts_with("http.") && k.ends_with(&format!(".rds.{name}.{what}"))
+                })
                 .map(|(_, v)| *v)
                 .sum::<u64>()
         };

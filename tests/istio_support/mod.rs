@@ -31,8 +31,10 @@ pub const OTHER_YAML: [&str; 5] = [
     "istio/controllers/argo-rollouts.yaml",
 ];
 /// The rollout controllers' CRD schemas (vendored, each folder with its SOURCE).
-pub const CONTROLLER_CRD_DIRS: [&str; 2] =
-    ["tests/fixtures/flagger-crds", "tests/fixtures/argo-rollouts-crds"];
+pub const CONTROLLER_CRD_DIRS: [&str; 2] = [
+    "tests/fixtures/flagger-crds",
+    "tests/fixtures/argo-rollouts-crds",
+];
 pub const CRD_DIR: &str = "tests/fixtures/istio-crds";
 /// The tag keys Istio must turn into labels (`extraStatTags`).
 pub const STAT_TAGS_FILE: &str = "istio/monitoring/istio-values.yaml";
