@@ -18,7 +18,8 @@ pub const ALLOWED_BUCKETS: [u32; 3] = [100, 1_000, 10_000];
 #[cfg_attr(feature = "schema", schemars(rename = "Hash", extend("anyOf" = [
     { "required": ["header"], "properties": { "header": { "type": "string" } } },
     { "required": ["cookie"], "properties": { "cookie": { "type": "string" } } }
-])))]
+], "if" = { "required": ["pick_total"], "properties": { "pick_total": { "type": "integer" } } },
+   "then" = { "required": ["pick_header"], "properties": { "pick_header": { "type": "string" } } })))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHash {
     /// Request header holding the user ID.
@@ -116,6 +117,7 @@ fn validate_pick(
     total: Option<u64>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<PickConfig> {
+    let explicit_total = total.is_some();
     let total = match total {
         None => DEFAULT_PICK_TOTAL,
         Some(t) if (1..=MAX_PICK_TOTAL).contains(&t) => t,
@@ -135,7 +137,7 @@ fn validate_pick(
             total,
         }),
         None => {
-            if total != DEFAULT_PICK_TOTAL {
+            if explicit_total {
                 errors.push(ConfigError::new(
                     "hash.pick_total",
                     "needs hash.pick_header: without it the filter picks the version itself",

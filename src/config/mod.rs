@@ -69,6 +69,20 @@ pub enum Anonymous {
 #[derive(Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(title = "canary-router plugin config"))]
+// The versions after the baseline have a weight or a schedule, except in pick mode
+// (hash.pick_header set), where the route's weights decide and they have neither.
+#[cfg_attr(feature = "schema", schemars(extend(
+    "if" = { "required": ["hash"], "properties": { "hash": {
+        "required": ["pick_header"], "properties": { "pick_header": { "type": "string" } } } } },
+    "then" = { "properties": { "versions": { "items": { "not": { "anyOf": [
+        { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+        { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+    ] } } } } },
+    "else" = { "properties": { "versions": { "prefixItems": [true], "items": { "oneOf": [
+        { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+        { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+    ] } } } }
+)))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     /// The request header the filter sets to the chosen version's name; routes match
@@ -78,16 +92,14 @@ struct RawConfig {
     route_header: Option<String>,
     /// The versions of the service, in order, with unique names. The first is the
     /// baseline: it has no weight and takes the share the others leave. Every other
-    /// version has a weight or a schedule; the weights add up to at most 100.
+    /// version has a weight or a schedule (none in pick mode, hash.pick_header); the
+    /// weights add up to at most 100.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSIONS), extend(
         "prefixItems" = [{ "$ref": "#/$defs/Version", "not": { "anyOf": [
             { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
             { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
         ] } }],
-        "items" = { "$ref": "#/$defs/Version", "oneOf": [
-            { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
-            { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
-        ] }
+        "items" = { "$ref": "#/$defs/Version" }
     )))]
     versions: Vec<RawVersion>,
     /// Lets a request name its version by a header or a cookie.
