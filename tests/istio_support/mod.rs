@@ -223,7 +223,7 @@ impl Schemas {
 
     fn load_dir(dir: &Path) -> Schemas {
         let mut versions = Vec::new();
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
