@@ -4,7 +4,6 @@
 //! `TrafficExtension`) manifest works too: its plugin config is taken out.
 
 use canary_router::config::ConfigError;
-use serde::Deserialize;
 use serde_json::Value;
 use std::io::Read;
 
@@ -127,16 +126,13 @@ fn error(field: &str, message: impl Into<String>) -> Vec<ConfigError> {
     }]
 }
 
+/// The YAML documents, read as Kubernetes reads a manifest (YAML 1.1: see yaml.rs).
 fn yaml_documents(bytes: &[u8]) -> Result<Vec<Value>, Vec<ConfigError>> {
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_slice(bytes) {
-        let value = Value::deserialize(document)
-            .map_err(|e| error("", format!("not valid YAML for a config: {e}")))?;
-        // `---` at the end, or an empty file, is an empty document: skip it.
-        if !value.is_null() {
-            documents.push(value);
-        }
-    }
+    let invalid = |e: String| error("", format!("not valid YAML for a config: {e}"));
+    let text = std::str::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?;
+    let mut documents = crate::yaml::documents(text).map_err(invalid)?;
+    // `---` at the end, or an empty file, is an empty document: skip it.
+    documents.retain(|d| !d.is_null());
     Ok(documents)
 }
 
@@ -278,6 +274,44 @@ mod tests {
                 Format::Yaml
             ),
             "spec.pluginConfig: missing: the WasmPlugin carries no config for the filter"
+        );
+    }
+
+    /// What Istio hands the filter for a `pluginConfig` with a plain `interpolate: yes`:
+    /// kubectl reads the manifest with sigs.k8s.io/yaml (YAML 1.1, so `yes` is true),
+    /// the `pluginConfig` Struct holds a bool, and Istio writes the Struct as the JSON
+    /// string in the filter's `configuration`.
+    const ISTIO_JSON: &str = r#"{"versions":[{"name":"stable"},{"name":"canary","schedule":{"interpolate":true,"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1},{"after":"2h","weight":100}]}}]}"#;
+
+    const PLAIN: &str = "versions:\n- name: stable\n- name: canary\n  schedule:\n    start: 2026-12-01T09:00:00Z\n    steps: [{after: 0s, weight: 1}, {after: 2h, weight: 100}]\n    interpolate: yes\n";
+
+    fn interpolates(json: &str) -> bool {
+        let config = canary_router::config::Config::from_json(json.as_bytes()).unwrap();
+        match &config.versions[1].weight {
+            canary_router::config::Weight::Scheduled(s) => s.interpolate,
+            other => panic!("not scheduled: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn interpolate_yes_reaches_the_filter_as_through_istio() {
+        let manifest = format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: canary-router}}\nspec:\n  url: oci://example/canary-router:1\n  pluginConfig:\n{}",
+            PLAIN.lines().map(|l| format!("    {l}\n")).collect::<String>()
+        );
+        for text in [PLAIN.to_string(), manifest] {
+            let json = json_of(&text, Format::Yaml);
+            assert_eq!(json, ISTIO_JSON, "{text}");
+            assert!(interpolates(&json));
+        }
+        assert!(interpolates(ISTIO_JSON));
+        // Quoted, it is the string "yes", as in the cluster: the filter refuses it.
+        let quoted = json_of(&PLAIN.replace("yes", "\"yes\""), Format::Yaml);
+        assert_eq!(quoted, ISTIO_JSON.replace("true", "\"yes\""));
+        let errors = canary_router::config::Config::from_json(quoted.as_bytes()).unwrap_err();
+        assert_eq!(
+            errors[0].field, "versions[1].schedule.interpolate",
+            "{errors:?}"
         );
     }
 }

@@ -14,9 +14,12 @@ mod schema;
 mod simulate;
 mod time;
 mod validate;
+mod yaml;
 
-use args::{Command, Common, UsageError};
+use args::{Cli, Command, Common, UsageError};
 use canary_router::config::{Config, ConfigError};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -24,121 +27,6 @@ use std::process::ExitCode;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_INVALID_CONFIG: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
-
-const HELP: &str = "\
-canary-router: check a canary-router config, explain a routing decision, simulate
-the split. The filter's own parser and decision code, run natively.
-
-Usage:
-  canary-router validate CONFIG [--at TIME] [--json]
-  canary-router explain  CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]...
-                                [--source IP] [--at TIME] [--guard-tripped]
-                                [--seed N] [--json]
-  canary-router simulate CONFIG [--users N] [--anonymous N] [--at TIME]
-                                [--guard-tripped] [--seed N] [--json]
-  canary-router schema
-  canary-router help [COMMAND]      (or COMMAND --help)
-  canary-router --version
-
-Commands:
-  validate   Check a config as the filter does; print a one-line summary or every error
-  explain    Which version a request gets, for which reason, and its bucket
-  simulate   The split over N synthetic users and N anonymous requests, by version
-             and reason, against the configured weights
-  schema     Print the JSON Schema of the config (config.schema.json)
-
-CONFIG is a file, or - for standard input: the plugin config as JSON (what Envoy's
-`configuration` holds), as YAML (what Istio's `pluginConfig` holds), or a whole
-WasmPlugin or TrafficExtension manifest. Names ending in .json are JSON, .yaml and
-.yml are YAML; otherwise text starting with `{` is JSON, anything else YAML.
-
-TIME is an RFC 3339 time (2026-12-01T09:30:00Z), `now` (the default), or a duration
-from now such as +2h or -30m. It matters for ramp schedules.
-
-Exit codes:
-  0  done (validate: the config is valid)
-  1  the config is invalid: every problem is on standard error, each naming its field
-  2  usage error: bad arguments, or CONFIG cannot be read
-";
-
-const HELP_VALIDATE: &str = "\
-canary-router validate CONFIG [--at TIME] [--json]
-
-Parses and validates CONFIG with the filter's own code: what it accepts, the filter
-loads; what it rejects, the filter refuses (Envoy keeps the previous config, or does
-not start).
-
-Valid: exit 0 and one line on standard output: the versions with their weights (at
-TIME, for ramps) and the guard.
-Invalid: exit 1 and every problem on standard error, one per line, each as
-`error: FIELD: MESSAGE`, then a count.
-
-Options:
-  --at TIME   Evaluate ramp schedules at TIME (default: now)
-  --json      Print the result as JSON on standard output instead (also when invalid:
-              {\"valid\": false, \"errors\": [{\"field\": ..., \"message\": ...}]})
-";
-
-const HELP_EXPLAIN: &str = "\
-canary-router explain CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]...
-                             [--source IP] [--at TIME] [--guard-tripped] [--seed N]
-                             [--json]
-
-Describes the request with headers and cookies, runs the filter's decision on it and
-prints the version (the value the filter writes into the route header), the reason
-(the `reason` metric label: override, user_list, hash, random, baseline, guard), the
-bucket when a bucket decided, and why.
-
-Options:
-  --header NAME=VALUE   A request header (repeatable; also `NAME: VALUE`). Names are
-                        case-insensitive; with repeated names the first counts, as in
-                        the filter
-  --cookie NAME=VALUE   A cookie (repeatable); all go into one `cookie` header
-  --source IP           The client address Envoy sees, for override.trusted_sources
-                        (without it, a config with trusted_sources refuses overrides)
-  --at TIME             Decide at TIME, for ramps (default: now)
-  --guard-tripped       Decide as if the guard had tripped
-  --seed N              Seed of the anonymous random draw (default: 1)
-  --json                Print {\"version\", \"reason\", \"bucket\", ...} as JSON
-";
-
-const HELP_SIMULATE: &str = "\
-canary-router simulate CONFIG [--users N] [--anonymous N] [--at TIME]
-                              [--guard-tripped] [--seed N] [--json]
-
-Runs the filter's decision for N synthetic user IDs (user-0, user-1, ...; in
-hash.header, else hash.cookie) and for anonymous requests (no user ID), and prints
-how many went to each version and why, next to the configured weights. Says whether
-each share is within 4 standard deviations of its weight.
-
-Options:
-  --users N        Synthetic user IDs (default: 100000; 0 for none)
-  --anonymous N    Requests without a user ID (default: as many as --users)
-  --at TIME        Simulate at TIME, for ramps (default: now)
-  --guard-tripped  Simulate with the guard tripped
-  --seed N         Seed of the anonymous random draws (default: 1)
-  --json           Print the counts as JSON
-";
-
-const HELP_SCHEMA: &str = "\
-canary-router schema
-
-Prints the JSON Schema (draft 2020-12) of the plugin config: every field with its
-type, default, description and the constraints JSON Schema can express. Point your
-editor at it, or validate manifests with it. The repository commits the same text as
-config.schema.json. Checks that JSON Schema cannot express (weights adding up to at
-most 100, unique names, the guard naming a version) are `validate`'s.
-";
-
-fn help_text(topic: Option<&str>) -> &'static str {
-    match topic {
-        Some("validate") => HELP_VALIDATE,
-        Some("explain") => HELP_EXPLAIN,
-        Some("simulate") => HELP_SIMULATE,
-        Some("schema") => HELP_SCHEMA,
-        _ => HELP,
-    }
-}
 
 /// How a command ends when it does not succeed.
 pub enum Failure {
@@ -222,11 +110,14 @@ fn eprint(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-fn run(args: &[String]) -> Result<(), Failure> {
-    match args::parse(args)? {
-        Command::Help(topic) => print(help_text(topic)),
-        Command::Version => print(&format!("canary-router {}\n", env!("CARGO_PKG_VERSION"))),
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
         Command::Schema => print(&schema::text()),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "canary-router", &mut script);
+            print(&String::from_utf8_lossy(&script));
+        }
         Command::Validate(common) => validate::run(&common)?,
         Command::Explain(options) => explain::run(&options)?,
         Command::Simulate(options) => simulate::run(&options)?,
@@ -234,32 +125,49 @@ fn run(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A usage problem as the CLI reports every one: `canary-router: WHAT`, then where to
+/// read the usage; exit code 2.
+fn usage_failure(message: &str, command: Option<&str>) -> ExitCode {
+    let hint = match command {
+        Some(c) => format!("canary-router {c} --help"),
+        None => "canary-router --help".to_string(),
+    };
+    eprint(&format!(
+        "canary-router: {}\nRun `{hint}` for usage.\n",
+        message.trim_end()
+    ));
+    ExitCode::from(EXIT_USAGE)
+}
+
 fn main() -> ExitCode {
-    let mut args = Vec::new();
-    for arg in std::env::args_os().skip(1) {
-        match arg.into_string() {
-            Ok(arg) => args.push(arg),
-            Err(arg) => {
-                eprint(&format!(
-                    "canary-router: argument {arg:?} is not UTF-8\nRun `canary-router --help` for usage.\n"
-                ));
-                return ExitCode::from(EXIT_USAGE);
-            }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli.command,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            print(&e.to_string());
+            return ExitCode::from(EXIT_OK);
         }
-    }
-    match run(&args) {
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return usage_failure(
+                "no command given (validate, explain, simulate, schema, completions)",
+                None,
+            );
+        }
+        Err(e) => {
+            // clap's text without its `error: ` prefix and its closing pointer to
+            // --help, which usage_failure gives in the CLI's own words.
+            let text = e.to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            let text = text
+                .trim_end()
+                .strip_suffix("For more information, try '--help'.")
+                .unwrap_or(text);
+            return usage_failure(text, args::command_named(&args));
+        }
+    };
+    match run(command) {
         Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Failure::Usage(e)) => {
-            let hint = match e.command {
-                Some(c) => format!("canary-router {c} --help"),
-                None => "canary-router --help".to_string(),
-            };
-            eprint(&format!(
-                "canary-router: {}\nRun `{hint}` for usage.\n",
-                e.message
-            ));
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(Failure::Usage(e)) => usage_failure(&e.message, e.command),
         Err(Failure::Invalid {
             source,
             errors,
