@@ -119,8 +119,14 @@ pub fn explain(
 ) -> Explained {
     let mut lines = Vec::new();
     let (value, sets) = match write {
-        RouteWrite::Version { version, pick: value } => {
-            let name = config.versions.get(version).map_or("?", |v| v.name.as_str());
+        RouteWrite::Version {
+            version,
+            pick: value,
+        } => {
+            let name = config
+                .versions
+                .get(version)
+                .map_or("?", |v| v.name.as_str());
             let mut sets = format!("{}: {name}", config.route_header);
             match value {
                 Some(v) => sets.push_str(&format!("; {}: {v}", pick.header)),
@@ -170,7 +176,10 @@ pub fn explain(
                             format!("{n} {:.2}%", 100.0 * *w as f64 / weights.total() as f64)
                         })
                         .collect();
-                    format!("a random draw at the route's weights: {}", shares.join(", "))
+                    format!(
+                        "a random draw at the route's weights: {}",
+                        shares.join(", ")
+                    )
                 }
                 (RouteWrite::Version { version, .. }, Some(i))
                     if config.versions.get(version).map(|v| v.name.as_str())
@@ -211,7 +220,9 @@ pub fn explain(
     }
     lines.push(("sets", sets));
     let version_line = match (assignment.reason, &destination_name) {
-        (Reason::Hash | Reason::Random, Some(d)) => Some(format!("{d} (the route's weights decide)")),
+        (Reason::Hash | Reason::Random, Some(d)) => {
+            Some(format!("{d} (the route's weights decide)"))
+        }
         (Reason::Hash | Reason::Random, None) => Some("the route's weights decide".to_string()),
         _ => None,
     };
@@ -370,8 +381,11 @@ pub fn simulate(
         return format!("{out}\n");
     }
     let mut out = format!(
-        "pick mode: {} into {}, route weights {} (sum {}), {} buckets\n",
-        "the pick value", pick.header, weights.text(), weights.total(), config.buckets
+        "pick mode: pick values in {}, route weights {} (sum {}), {} buckets\n",
+        pick.header,
+        weights.text(),
+        weights.total(),
+        config.buckets
     );
     match &place {
         Some((name, is_header)) if users > 0 => out.push_str(&format!(
@@ -393,7 +407,13 @@ pub fn simulate(
     if tripped {
         out.push_str("guard:     tripped: every request the weights split gets pick value 0\n");
     }
-    let width = weights.0.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(11);
+    let width = weights
+        .0
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0)
+        .max(11);
     out.push_str(&format!(
         "\n{:width$}  {:>6}  {:>16}  {:>16}\n",
         "destination", "weight", "users", "anonymous"
@@ -410,7 +430,10 @@ pub fn simulate(
         ));
     }
     out.push('\n');
-    for (label, outliers) in [("users", &user_outliers), ("anonymous", &anonymous_outliers)] {
+    for (label, outliers) in [
+        ("users", &user_outliers),
+        ("anonymous", &anonymous_outliers),
+    ] {
         if outliers.is_empty() {
             out.push_str(&format!(
                 "{label}:{}every share is within 4 sigma of the expected split\n",
