@@ -10,6 +10,10 @@
 //! counter. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
 //! changes request headers, so no explicit `clear_route_cache` call is made.
 //!
+//! Pick mode (`hash.pick_header`) writes the pick header or the route header (and
+//! removes the other only if the client sent it), and reads the attribute
+//! `xds.cluster_name` once per response to learn the version that served it.
+//!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
 //! shared data (compare-and-swap). A failed response of the guarded version merges
