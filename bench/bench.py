@@ -26,6 +26,11 @@ over rounds, by req/s and by Envoy's CPU time per request (which other load on a
 shared machine disturbs much less). Then each configuration runs once more under
 callgrind for its instructions per request, a count no other load can disturb.
 
+gRPC (--grpc, on by default): (b) and (d) once more under callgrind, now in front of
+two grpcio servers (HTTP/2 both ways, tests/grpc/peer.py), driven by a grpcio
+client with unary calls: what a gRPC call costs the filter (d - b) against what an
+HTTP request costs it, and the same for calls answered trailers-only.
+
 Writes target/bench/results.json and target/bench/results.md.
 Only the standard library: python3 is already needed for `make envoy`.
 """
@@ -282,12 +287,22 @@ def envoy_config(key, ports, mode):
     if mode == "proxied":
         listeners += [upstream("stable"), upstream("canary")]
         clusters = [cluster("stable"), cluster("canary")]
+    elif mode == "grpc":
+        # The clusters are gRPC servers outside Envoy, spoken to over HTTP/2.
+        clusters = [cluster("stable"), cluster("canary")]
+        for c in clusters:
+            c["typed_extension_protocol_options"] = {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            }
     return {
         "admin": {"address": address(ports["admin"])},
         "stats_config": {
             "stats_tags": [
                 {"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"}
-                for t in ("version", "reason", "code_class")
+                for t in ("version", "reason", "code_class", "grpc_code")
             ]
         },
         "static_resources": {"listeners": listeners, "clusters": clusters},
@@ -316,10 +331,11 @@ def pinned(cpu, argv):
 
 
 class Envoy:
-    def __init__(self, key, mode, workdir, cpu, wrapper=()):
+    def __init__(self, key, mode, workdir, cpu, wrapper=(), upstream_ports=None):
         self.key = key
         self.wrapper = list(wrapper)
         self.ports = {k: free_port() for k in ("admin", "ingress", "stable", "canary")}
+        self.ports.update(upstream_ports or {})
         self.dir = os.path.join(workdir, f"{mode}-{key}")
         os.makedirs(self.dir, exist_ok=True)
         self.config_path = os.path.join(self.dir, "envoy.json")
@@ -703,6 +719,120 @@ def count_instructions(key, workdir, warmup=500, requests=1000):
     return total / requests
 
 
+# ---- gRPC: instructions per call (callgrind) -------------------------------------------
+
+PEER = os.path.join(ROOT, "tests/grpc/peer.py")
+GRPC_PYTHON = os.path.join(ROOT, ".tools/venv/bin/python")
+TRAILERS_ONLY = [["x-reply-code", "UNAVAILABLE"], ["x-reply-how", "trailers-only"]]
+GRPC_CASES = {
+    "b-grpc": ("b", "empty proxy-wasm filter, gRPC calls answered OK (message + trailers)", []),
+    "d-grpc": ("d", "canary-router, gRPC calls answered OK (message + trailers)", []),
+    "b-grpc-trailers-only": ("b", "empty proxy-wasm filter, gRPC calls answered UNAVAILABLE trailers-only",
+                             TRAILERS_ONLY),
+    "d-grpc-trailers-only": ("d", "canary-router, gRPC calls answered UNAVAILABLE trailers-only",
+                             TRAILERS_ONLY),
+}
+
+
+class GrpcPeers:
+    """Two grpcio servers (stable, canary) and one grpcio client, on 127.0.0.1."""
+
+    def __init__(self):
+        self.servers = {}
+        for version in ("stable", "canary"):
+            proc = subprocess.Popen([GRPC_PYTHON, PEER, "serve", "--version", version],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            line = proc.stdout.readline()
+            if not line.startswith("ready "):
+                proc.kill()
+                raise RuntimeError(f"gRPC server {version} said {line!r}")
+            self.servers[version] = (proc, int(line.split()[1]))
+        self.client = subprocess.Popen([GRPC_PYTHON, PEER, "client"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+
+    def ports(self):
+        return {v: port for v, (_, port) in self.servers.items()}
+
+    def load(self, port, calls, metadata):
+        request = {"op": "load", "target": f"127.0.0.1:{port}", "method": "Unary",
+                   "metadata": metadata, "calls": calls}
+        self.client.stdin.write(json.dumps(request) + "\n")
+        self.client.stdin.flush()
+        answer = json.loads(self.client.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer["codes"]
+
+    def stop(self):
+        for proc in [self.client] + [p for p, _ in self.servers.values()]:
+            proc.kill()
+            proc.wait()
+
+
+def count_grpc_instructions(case, peers, workdir, warmup=300, calls=1000):
+    """Like count_instructions, for unary gRPC calls through Envoy to grpcio servers:
+    user IDs in the metadata, 100 calls per user, one call at a time."""
+    key, _, extra = GRPC_CASES[case]
+    out_dir = os.path.join(workdir, f"callgrind-{case}")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "callgrind.out")
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+               f"--callgrind-out-file={out}", "--dump-line=no", "--compress-pos=no"]
+    envoy = Envoy(key, "grpc", workdir, None, wrapper=wrapper, upstream_ports=peers.ports())
+    envoy.start(timeout=600)
+    expected = "UNAVAILABLE" if extra else "OK"
+    try:
+        def send(first, n):
+            for i in range(first, first + n, 100):
+                user = f"{(i * 2654435761) % 2**32:08x}-cafe-4000-a000-{i:012d}"
+                codes = peers.load(envoy.ports["ingress"], min(100, first + n - i),
+                                   [["x-user-id", user]] + extra)
+                if set(codes) != {expected}:
+                    raise RuntimeError(f"({case}) answered {codes} under callgrind")
+
+        send(0, warmup)
+        control = ["callgrind_control", "-i"]
+        subprocess.run(control + ["on", str(envoy.pid())], capture_output=True, check=True)
+        send(1_000_000, calls)
+        subprocess.run(control + ["off", str(envoy.pid())], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-d", str(envoy.pid())], capture_output=True, check=True)
+    finally:
+        envoy.stop()
+    total = 0
+    for name in os.listdir(out_dir):
+        if name.startswith("callgrind.out"):
+            with open(os.path.join(out_dir, name)) as f:
+                for line in f:
+                    if line.startswith("totals:"):
+                        total += int(line.split()[1])
+    return total / calls
+
+
+def run_grpc_instructions(workdir, http_counts):
+    print("== gRPC: instructions per call (callgrind; deterministic)", flush=True)
+    peers = GrpcPeers()
+    counts = {}
+    try:
+        for case in GRPC_CASES:
+            counts[case] = count_grpc_instructions(case, peers, workdir)
+            print(f"  ({case}) {counts[case]:,.0f} instructions/call", flush=True)
+    finally:
+        peers.stop()
+    http = dict(http_counts)
+    for key in ("b", "d"):
+        if key not in http:
+            http[key] = count_instructions(key, workdir)
+    result = {
+        "per_call": counts,
+        "filter_per_grpc_call": counts["d-grpc"] - counts["b-grpc"],
+        "filter_per_grpc_trailers_only_call": counts["d-grpc-trailers-only"] - counts["b-grpc-trailers-only"],
+        "filter_per_http_request": http["d"] - http["b"],
+    }
+    print(f"  canary-router over the empty filter: {result['filter_per_grpc_call']:+,.0f} per gRPC call, "
+          f"{result['filter_per_http_request']:+,.0f} per HTTP request", flush=True)
+    return result
+
+
 def run_instructions(keys, workdir):
     print("== instructions per request (callgrind; deterministic)", flush=True)
     counts = {}
@@ -842,6 +972,17 @@ def markdown(result):
         lines += ["", "Ratios by instructions (den/num, what throughput would be if user-space "
                       "instructions were all the cost): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in ins["ratios_by_instructions"].items()) + "."]
+    g = result.get("grpc")
+    if g:
+        lines += ["", "### gRPC: instructions per call (callgrind, user space, deterministic)", "",
+                  "Unary calls from a grpcio client through Envoy to grpcio servers, HTTP/2 both ways, "
+                  "one call at a time.", "",
+                  "| case | instructions/call |", "| --- | ---: |"]
+        for case, n in g["per_call"].items():
+            lines.append(f"| ({case}) {GRPC_CASES[case][1]} | {n:,.0f} |")
+        lines += ["", f"canary-router's own cost over the empty filter: {g['filter_per_grpc_call']:+,.0f} "
+                      f"instructions per gRPC call ({g['filter_per_grpc_trailers_only_call']:+,.0f} trailers-only), "
+                      f"against {g['filter_per_http_request']:+,.0f} per HTTP request (direct shape)."]
     w = result["wasm_bytes"]
     lines += ["", f".wasm: canary-router {w['canary_router']:,} bytes; the empty filter {w['empty_filter']:,} bytes."]
     if result.get("decide"):
@@ -880,6 +1021,8 @@ def main():
     parser.add_argument("--no-instructions", action="store_true",
                         default=env("BENCH_INSTRUCTIONS", "1") == "0",
                         help="skip counting instructions per request under callgrind")
+    parser.add_argument("--no-grpc", action="store_true", default=env("BENCH_GRPC", "1") == "0",
+                        help="skip the gRPC instruction counts (they need `make grpc-tools`)")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=PATH: also run this .wasm with the typical config (A/B); repeatable")
     args = parser.parse_args()
@@ -937,6 +1080,11 @@ def main():
             result["modes"][mode] = run_mode(mode, keys, mode_args, workdir, envoy_cpu, wrk_cpu)
         if not args.no_instructions:
             result["instructions"] = run_instructions(keys, workdir)
+        if not args.no_instructions and not args.no_grpc:
+            if not os.path.exists(GRPC_PYTHON):
+                sys.exit(f"missing {GRPC_PYTHON}: run `make grpc-tools`, or pass --no-grpc")
+            http_counts = result.get("instructions", {}).get("per_request", {})
+            result["grpc"] = run_grpc_instructions(workdir, http_counts)
     finally:
         stop_all()
     first = next(iter(result["modes"].values()), {})

@@ -55,3 +55,6 @@ istio-test: build envoy promtool
 
 # The Istio tests run in `make test` and `make e2e` too; they need promtool.
 test e2e: promtool
+
+# The Istio end-to-end test runs a gRPC client too.
+istio-test: grpc-tools

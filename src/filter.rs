@@ -14,6 +14,11 @@
 //! removes the other only if the client sent it), and reads the attribute
 //! `xds.cluster_name` once per response to learn the version that served it.
 //!
+//! gRPC calls (request `content-type: application/grpc`, found in the header map
+//! already read) pay one more read, `grpc-status` from the trailers, or from the
+//! response headers when the answer is trailers-only (or not a 200), plus one
+//! counter increment (`P_grpc_responses_total`). Other requests pay nothing for gRPC.
+//!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
 //! shared data (compare-and-swap). A failed response of the guarded version merges
@@ -21,6 +26,10 @@
 
 use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{decide, Reason, Rng, Routing};
+use crate::grpc::{
+    is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
+    GrpcCode,
+};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
 use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
@@ -348,6 +357,8 @@ impl RootContext for CanaryRoot {
             rng: Rc::clone(&self.rng),
             decided: None,
             learn_cluster: false,
+            grpc: false,
+            grpc_pending: None,
         }))
     }
 
@@ -366,6 +377,10 @@ struct CanaryRequest {
     /// Pick mode: the route's weights chose the cluster, so the response side learns
     /// the version from the cluster's name.
     learn_cluster: bool,
+    /// A gRPC call whose outcome is counted (its metric or a guard needs it).
+    grpc: bool,
+    /// A gRPC call whose status is still to come, in the trailers: its version.
+    grpc_pending: Option<usize>,
 }
 
 impl Context for CanaryRequest {}
@@ -401,6 +416,11 @@ impl HttpContext for CanaryRequest {
             }
         }
 
+        // gRPC is told by the content-type in the map already read: no host call.
+        self.grpc = (active.metrics.counts_grpc() || active.config.guard.is_some())
+            && request
+                .header("content-type")
+                .is_some_and(is_grpc_content_type);
         if let Some((pick, write)) = pick_write {
             write_pick(&active.config, &pick.header, write, &request);
             let id = match (write, assignment.reason) {
@@ -449,7 +469,7 @@ impl HttpContext for CanaryRequest {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (Some(active), Some((decided, started))) =
             (self.active.as_deref(), self.decided.take())
         else {
@@ -491,7 +511,21 @@ impl HttpContext for CanaryRequest {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
             }
         }
-        if let Some(guard) = &active.config.guard {
+        if self.grpc {
+            // Trailers-only answers (and Envoy's own replies) carry grpc-status here;
+            // a 200 with a body to come carries it in the trailers: not asked here.
+            let grpc_status = if status_may_be_in_headers(status.as_deref(), end_of_stream) {
+                hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "grpc-status")
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            match outcome_from_headers(grpc_status.as_deref(), status.as_deref(), end_of_stream) {
+                Some(code) => self.count_grpc(active, version, code, now),
+                None => self.grpc_pending = Some(version),
+            }
+        } else if let Some(guard) = &active.config.guard {
             let code = status
                 .as_deref()
                 .and_then(|s| std::str::from_utf8(s).ok())
@@ -501,9 +535,44 @@ impl HttpContext for CanaryRequest {
         }
         Action::Continue
     }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            let grpc_status =
+                hostcalls::get_map_value_bytes(MapType::HttpResponseTrailers, "grpc-status")
+                    .ok()
+                    .flatten();
+            self.count_grpc(
+                active,
+                version,
+                outcome_from_trailers(grpc_status.as_deref()),
+                None,
+            );
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream ended without trailers (reset, or a body that just stopped):
+        // a gRPC client sees no status, which is UNKNOWN.
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            self.count_grpc(active, version, GrpcCode::UNKNOWN, None);
+        }
+    }
 }
 
 impl CanaryRequest {
+    /// Counts a gRPC call's outcome; for the guard only its code decides.
+    fn count_grpc(&self, active: &Active, version: usize, code: GrpcCode, now: Option<SystemTime>) {
+        if let Some(id) = active.metrics.grpc_response(version, code) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        if let Some(guard) = &active.config.guard {
+            let failed = guard.grpc_status.contains(code);
+            self.tally_for_guard(active, guard, version, failed, now);
+        }
+    }
+
     fn count_for_guard(
         &self,
         active: &Active,
@@ -520,6 +589,20 @@ impl CanaryRequest {
             // A 5xx the config does not list still counts if Envoy made it because
             // the upstream failed (reset, timeout, no healthy host).
             failed = guard.status.is_failure(code, generated_locally());
+        }
+        self.tally_for_guard(active, guard, version, failed, now);
+    }
+
+    fn tally_for_guard(
+        &self,
+        active: &Active,
+        guard: &GuardConfig,
+        version: usize,
+        failed: bool,
+        now: Option<SystemTime>,
+    ) {
+        if version != guard.version && version != 0 {
+            return;
         }
         let Ok(mut live) = self.live.try_borrow_mut() else {
             return;

@@ -4,6 +4,7 @@
 //! worker thread, and merges each worker's [`Pending`] counts into it with
 //! compare-and-swap; this module only does the arithmetic and the encoding.
 
+use crate::grpc::GrpcCodeSet;
 use crate::units::format_duration;
 
 /// Which responses count as failures: status classes (`5xx`) and exact codes (`429`).
@@ -70,6 +71,9 @@ pub struct GuardConfig {
     pub min_requests: u64,
     pub window_ms: u64,
     pub status: StatusMatcher,
+    /// The gRPC codes that count as failures; for a gRPC call only its code
+    /// decides, `status` does not apply.
+    pub grpc_status: GrpcCodeSet,
     /// `None`: stay tripped until the config changes.
     pub hold_ms: Option<u64>,
 }
@@ -324,6 +328,7 @@ mod tests {
             min_requests: 50,
             window_ms: 30_000,
             status: StatusMatcher::parse(&["5xx".to_string()]).unwrap(),
+            grpc_status: GrpcCodeSet::default(),
             hold_ms: Some(600_000),
         }
     }

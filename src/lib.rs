@@ -13,6 +13,7 @@
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
+//! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
 #![cfg_attr(
@@ -23,6 +24,7 @@
 pub mod bucket;
 pub mod config;
 pub mod decide;
+pub mod grpc;
 pub mod guard;
 pub mod metrics;
 pub mod pick;

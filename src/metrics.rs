@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::decide::Reason;
+use crate::grpc::{GrpcCode, CODE_NAMES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
@@ -45,6 +46,12 @@ pub fn responses_total_name(prefix: &str, version: &str, code_class: &str) -> St
     format!("version=.={version};.;code_class=.={code_class};.;{prefix}_responses_total")
 }
 
+/// One series per version and gRPC status code name: the outcome of gRPC calls,
+/// which `responses_total` cannot see (a failed gRPC call is mostly `:status 200`).
+pub fn grpc_responses_total_name(prefix: &str, version: &str, grpc_code: &str) -> String {
+    format!("version=.={version};.;grpc_code=.={grpc_code};.;{prefix}_grpc_responses_total")
+}
+
 pub fn request_duration_name(prefix: &str, version: &str) -> String {
     format!("version=.={version};.;{prefix}_request_duration_milliseconds")
 }
@@ -57,13 +64,15 @@ pub fn guard_tripped_gauge_name(prefix: &str, version: &str) -> String {
     format!("version=.={version};.;{prefix}_guard_tripped")
 }
 
-/// Metric ids for every (version, reason) and (version, code class), one
+/// Metric ids for every (version, reason), (version, code class) and (version,
+/// gRPC code), one
 /// duration histogram and one weight gauge per version, and the guard's gauge:
 /// the per-request path only indexes this table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricTable {
     requests: Vec<u32>,
     responses: Vec<u32>,
+    grpc_responses: Vec<u32>,
     durations: Vec<u32>,
     weights: Vec<u32>,
     guard_tripped: Option<u32>,
@@ -79,6 +88,7 @@ impl MetricTable {
         let mut table = MetricTable {
             requests: Vec::with_capacity(n * Reason::ALL.len()),
             responses: Vec::with_capacity(n * CODE_CLASSES.len()),
+            grpc_responses: Vec::with_capacity(n * CODE_NAMES.len()),
             durations: Vec::with_capacity(n),
             weights: Vec::with_capacity(n),
             guard_tripped: None,
@@ -97,6 +107,13 @@ impl MetricTable {
                     let name = responses_total_name(prefix, v, class);
                     table
                         .responses
+                        .push(sink.define(MetricKind::Counter, &name)?);
+                }
+                // gRPC outcomes belong with the response counts: the same switch.
+                for code in CODE_NAMES {
+                    let name = grpc_responses_total_name(prefix, v, code);
+                    table
+                        .grpc_responses
                         .push(sink.define(MetricKind::Counter, &name)?);
                 }
             }
@@ -142,6 +159,11 @@ impl MetricTable {
         !self.responses.is_empty()
     }
 
+    /// True if gRPC calls are counted per status code.
+    pub fn counts_grpc(&self) -> bool {
+        !self.grpc_responses.is_empty()
+    }
+
     /// True if the per-version latency histogram is recorded.
     pub fn records_latency(&self) -> bool {
         !self.durations.is_empty()
@@ -162,6 +184,12 @@ impl MetricTable {
     pub fn response(&self, version: usize, code_class: usize) -> Option<u32> {
         self.responses
             .get(version * CODE_CLASSES.len() + code_class)
+            .copied()
+    }
+
+    pub fn grpc_response(&self, version: usize, code: GrpcCode) -> Option<u32> {
+        self.grpc_responses
+            .get(version * CODE_NAMES.len() + code.index())
             .copied()
     }
 
@@ -209,7 +237,7 @@ mod tests {
         .unwrap();
         let mut rec = Recorder::default();
         let table = MetricTable::define(&config, &mut rec).unwrap();
-        assert_eq!(rec.0.len(), 2 * (6 + 5 + 1 + 1));
+        assert_eq!(rec.0.len(), 2 * (6 + 5 + 17 + 1 + 1));
         assert_eq!(table.guard_tripped(), None);
         let name = |id: Option<u32>| rec.0[id.unwrap() as usize].clone();
         assert_eq!(
@@ -254,6 +282,27 @@ mod tests {
                 "version=.=stable;.;reason=.=guard;.;shop_requests_total".into()
             )
         );
+        assert_eq!(
+            name(table.grpc_response(1, GrpcCode::UNAVAILABLE)),
+            (
+                MetricKind::Counter,
+                "version=.=canary;.;grpc_code=.=UNAVAILABLE;.;shop_grpc_responses_total".into()
+            )
+        );
+        assert_eq!(
+            name(table.grpc_response(0, GrpcCode::OK)),
+            (
+                MetricKind::Counter,
+                "version=.=stable;.;grpc_code=.=OK;.;shop_grpc_responses_total".into()
+            )
+        );
+        // Every (version, code) has its own id.
+        let ids: std::collections::BTreeSet<u32> = (0..2)
+            .flat_map(|v| GrpcCode::all().map(move |c| (v, c)))
+            .filter_map(|(v, c)| table.grpc_response(v, c))
+            .collect();
+        assert_eq!(ids.len(), 2 * 17);
+        assert_eq!(table.grpc_response(2, GrpcCode::OK), None);
         assert_eq!(table.request(2, Reason::Hash), None);
         assert_eq!(table.response(2, 0), None);
     }
@@ -266,7 +315,7 @@ mod tests {
         .unwrap();
         let mut rec = Recorder::default();
         let table = MetricTable::define(&config, &mut rec).unwrap();
-        assert_eq!(rec.0.len(), 2 * (6 + 5 + 1 + 1) + 1);
+        assert_eq!(rec.0.len(), 2 * (6 + 5 + 17 + 1 + 1) + 1);
         assert_eq!(
             rec.0[table.guard_tripped().unwrap() as usize],
             (
@@ -285,7 +334,8 @@ mod tests {
         let mut rec = Recorder::default();
         let table = MetricTable::define(&config, &mut rec).unwrap();
         assert_eq!(rec.0.len(), 2 * (6 + 1));
-        assert!(!table.counts_responses() && !table.records_latency());
+        assert!(!table.counts_responses() && !table.records_latency() && !table.counts_grpc());
+        assert_eq!(table.grpc_response(0, GrpcCode::OK), None);
         assert_eq!(table.response(0, 1), None);
         assert_eq!(table.duration(0), None);
         assert!(rec

@@ -552,7 +552,7 @@ fn validate_summarises_versions_weights_and_guard_on_one_line() {
     let o = run(&["validate", GUARD], None);
     assert_eq!(
         stdout(&o),
-        "valid: 2 versions: stable 90%, canary 10%; guard on canary: trips when more than 5% of its responses fail and its rate exceeds the baseline's by 2 points (at least 50 in a 30s window), then sends canary's traffic to stable for 10m\n"
+        "valid: 2 versions: stable 90%, canary 10%; guard on canary: trips when more than 5% of its responses fail and its rate exceeds the baseline's by 2 points (at least 50 in a 30s window), then sends canary's traffic to stable for 10m; a gRPC call fails on UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS\n"
     );
     let o = run(&["validate", RAMP, "--at", "2026-12-01T09:45:00Z"], None);
     assert_eq!(

@@ -3,7 +3,9 @@
 //! filter and does what the guide says: 10% of users on the canary by a sticky
 //! hash, QA users and the override header on the canary, anonymous requests and
 //! spoofed route headers on stable. The metrics it exports are the series the
-//! Prometheus rules and the Grafana dashboard select.
+//! Prometheus rules and the Grafana dashboard select. The same config with a gRPC
+//! service behind it (grpcio on both ends, HTTP/2 upstreams) routes each user's
+//! calls alike, counts them by gRPC code, and its guard trips on `UNAVAILABLE`.
 
 mod harness;
 mod istio_support;
@@ -222,6 +224,7 @@ fn assert_rules_and_dashboard_select_real_series(metrics: &Metrics) {
         "canary_guard_tripped",
         "canary_requests_total",
         "canary_responses_total",
+        "canary_grpc_responses_total",
         "canary_request_duration_milliseconds_bucket",
     ] {
         assert!(checked.contains(m), "{m} checked");
@@ -321,4 +324,78 @@ fn a_failing_canary_trips_the_shipped_guard_and_shows_in_the_alerted_series() {
         })
         .count();
     assert!(buckets > 5, "histogram buckets for canary: {buckets}");
+}
+
+/// The shipped config in front of a gRPC service: users sent in gRPC metadata land
+/// where the formula puts them; when the canary answers every call with
+/// `UNAVAILABLE` (HTTP 200), the shipped guard trips after its 50 calls, and the
+/// series behind the gRPC error panel and alert show it.
+#[test]
+fn the_istio_plugin_config_routes_grpc_calls_and_its_guard_trips_on_unavailable() {
+    use harness::grpc::{GrpcServer, How, PeerClient};
+    let json = shipped_istio_json();
+    let config = Config::from_json(json.as_bytes()).expect("config");
+    let stable = GrpcServer::ok("stable");
+    let canary = GrpcServer::start("canary", "UNAVAILABLE", How::AfterMetadata);
+    let envoy = Envoy::start(EnvoyOptions {
+        h2_upstreams: vec![
+            ("stable".into(), stable.port),
+            ("canary".into(), canary.port),
+        ],
+        ..EnvoyOptions::with_config(json)
+    });
+    let mut client = PeerClient::start();
+    let users = user_ids("istio-grpc", 1500);
+    let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
+    for user in &users {
+        let answer = client.unary_as(envoy.listener, user);
+        match (
+            expected_version(&config, user).0.as_str(),
+            answer.code.as_str(),
+        ) {
+            ("canary", "UNAVAILABLE") => {
+                assert_eq!(rerouted, 0, "no canary failure after the guard tripped");
+                assert_eq!(answer.served_by.as_deref(), Some("canary"));
+                failed += 1;
+            }
+            ("canary", "OK") => {
+                assert_eq!(answer.served_by.as_deref(), Some("stable"));
+                rerouted += 1;
+            }
+            ("stable", "OK") => {
+                assert_eq!(answer.served_by.as_deref(), Some("stable"), "user {user}");
+                stable_ok += 1;
+            }
+            (v, code) => panic!("user {user} ({v}): {code} {answer:?}"),
+        }
+    }
+    println!("gRPC under the Istio config: {failed} canary calls failed before the trip, {rerouted} rerouted, {stable_ok} stable");
+    assert!(
+        (50..=55).contains(&failed),
+        "canary failures before the trip: {failed} (min_requests 50)"
+    );
+    assert!(rerouted > 50, "canary users rerouted to stable: {rerouted}");
+    let metrics = envoy.prometheus();
+    assert_eq!(
+        metrics.value("canary_guard_tripped", &[("version", "canary")]),
+        1.0
+    );
+    let grpc = |version: &str, code: &str| {
+        metrics.value(
+            "canary_grpc_responses_total",
+            &[("version", version), ("grpc_code", code)],
+        )
+    };
+    assert_eq!(grpc("canary", "UNAVAILABLE"), failed as f64);
+    assert_eq!(grpc("stable", "OK"), (stable_ok + rerouted) as f64);
+    assert_eq!(
+        metrics.sum("canary_grpc_responses_total", &[]),
+        users.len() as f64
+    );
+    // What HTTP saw: nothing but 200s.
+    assert_eq!(
+        metrics.sum("canary_responses_total", &[("code_class", "2xx")]),
+        users.len() as f64
+    );
+    assert_rules_and_dashboard_select_real_series(&metrics);
 }

@@ -149,7 +149,12 @@ fn extra_stat_tags_list_exactly_the_tags_in_the_metric_names() {
     let tags = metric_tag_keys();
     assert_eq!(
         tags,
-        BTreeSet::from(["version".into(), "reason".into(), "code_class".into()])
+        BTreeSet::from([
+            "version".into(),
+            "reason".into(),
+            "code_class".into(),
+            "grpc_code".into()
+        ])
     );
     let values = load_docs(&root(), STAT_TAGS_FILE).expect("istio-values.yaml");
     let listed: BTreeSet<String> = values[0].value["meshConfig"]["defaultConfig"]["extraStatTags"]

@@ -57,7 +57,7 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let dir = repo_root().join("istio/monitoring");
     let (ok, out) = run_promtool(&["check", "rules", "prometheus-rules.yaml"], &dir);
     assert!(ok, "promtool check rules:\n{out}");
-    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
     let (ok, out) = run_promtool(&["test", "rules", "prometheus-rules.test.yaml"], &dir);
     assert!(ok, "promtool test rules:\n{out}");
 }
@@ -85,6 +85,18 @@ fn the_rule_tests_catch_a_broken_alert() {
             "(1.5 * canary:latency_ms",
             "(0.5 * canary:latency_ms",
             "CanaryLatencyAboveStable",
+        ),
+        (
+            "gRPC error threshold",
+            "(2 * canary:grpc_error_ratio",
+            "(30 * canary:grpc_error_ratio",
+            "CanaryGrpcErrorRateAboveStable",
+        ),
+        (
+            "gRPC failure codes",
+            "grpc_code=~\"UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS\"",
+            "grpc_code=~\"UNKNOWN|INTERNAL|UNAVAILABLE|DATA_LOSS|NOT_FOUND\"",
+            "CanaryGrpcErrorRateAboveStable",
         ),
         (
             "5xx class",
@@ -140,6 +152,7 @@ fn the_rules_select_only_what_the_filter_exports() {
         "CanaryErrorRateAboveStable",
         "CanaryLatencyAboveStable",
         "CanaryGuardTripped",
+        "CanaryGrpcErrorRateAboveStable",
     ] {
         assert!(alerts.contains(a), "alert {a}");
     }
@@ -164,6 +177,24 @@ fn the_rules_select_only_what_the_filter_exports() {
     );
     assert_eq!(
         check_selectors("canary_requests_total{reason=\"sticky\"}", "canary", &none).len(),
+        1
+    );
+    assert_eq!(
+        check_selectors(
+            "canary_grpc_responses_total{grpc_code=~\"UNAVAILABLE|UNAVAILBLE\"}",
+            "canary",
+            &none
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        check_selectors(
+            "canary_grpc_responses_total{grpc_code=\"14\"}",
+            "canary",
+            &none
+        )
+        .len(),
         1
     );
     assert!(check_selectors(
@@ -218,6 +249,14 @@ fn the_dashboard_has_the_panels_and_every_query_is_valid_promql_on_exported_metr
         "error rate per version"
     );
     assert!(has("histogram_quantile(0.99, sum by (version, le) (rate(canary_request_duration_milliseconds_bucket"), "latency per version");
+    assert!(
+        has("canary_grpc_responses_total{grpc_code=~\"UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS\"}"),
+        "gRPC error rate per version"
+    );
+    assert!(
+        has("sum by (version, grpc_code) (rate(canary_grpc_responses_total"),
+        "gRPC calls by version and code"
+    );
     assert!(has("canary_weight_basis_points"), "current weight");
     assert!(has("canary_guard_tripped"), "guard state");
 

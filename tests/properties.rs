@@ -840,12 +840,12 @@ fn check_accepted(config: &Config, text: &[u8], extra_times: &[i64]) -> Result<(
         previous = Some((weights, split.ranges));
     }
 
-    // Metrics: one name per (version, reason), (version, class), duration and
-    // weight, and the guard's gauge; all distinct.
+    // Metrics: one name per (version, reason), (version, class), (version, gRPC
+    // code), duration and weight, and the guard's gauge; all distinct.
     let mut sink = Recorder(Vec::new());
     let table = MetricTable::define(config, &mut sink);
     ensure!(table.is_ok(), "metric table");
-    let expected = n * (6 + 5 + 1 + 1) + usize::from(config.guard.is_some());
+    let expected = n * (6 + 5 + 17 + 1 + 1) + usize::from(config.guard.is_some());
     ensure!(sink.0.len() == expected, "{} metrics", sink.0.len());
     let distinct: HashSet<&String> = sink.0.iter().map(|(_, name)| name).collect();
     ensure!(distinct.len() == expected, "metric names collide");
@@ -1918,6 +1918,7 @@ fn guard_config() -> BoxedStrategy<GuardConfig> {
                 min_requests,
                 window_ms,
                 status: StatusMatcher::parse(&["5xx".to_string()]).expect("5xx"),
+                grpc_status: canary_router::grpc::GrpcCodeSet::default(),
                 hold_ms,
             },
         )

@@ -7,6 +7,7 @@ use crate::validate::percent;
 use crate::{load, print, Failure};
 use canary_router::config::{Config, Split};
 use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
+use canary_router::grpc::is_grpc_content_type;
 use canary_router::pick::decide_pick;
 use canary_router::request::{serialize_headers, KnownSource, RequestFacts, SerializedHeaders};
 use canary_router::trust::token_matches;
@@ -78,6 +79,7 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
     if options.route_weights.is_some() && picked.is_none() {
         notes.push("--route-weights: the config is not in pick mode (no hash.pick_header): its own weights decide".to_string());
     }
+    notes.extend(grpc_note(config, &request, version));
     if options.guard_tripped && config.guard.is_none() {
         notes.push("--guard-tripped: the config has no guard, so nothing changes".to_string());
     }
@@ -150,6 +152,41 @@ fn pick_why(why: String, assignment: &Assignment, unguarded: &Assignment) -> Str
         }
         _ => why,
     }
+}
+
+/// A gRPC call (by its content-type, as the filter tells): where its outcome is
+/// counted and which codes the guard takes as failures.
+fn grpc_note(config: &Config, request: &KnownSource, version: &str) -> Option<String> {
+    let content_type = request.header("content-type")?;
+    if !is_grpc_content_type(content_type) {
+        return None;
+    }
+    let counted = if config.metrics.responses {
+        format!(
+            "counted in {}_grpc_responses_total{{version=\"{version}\",grpc_code}}",
+            config.metrics_prefix
+        )
+    } else {
+        "not counted (metrics.responses is off)".to_string()
+    };
+    let guard = match &config.guard {
+        Some(g)
+            if config
+                .versions
+                .get(g.version)
+                .is_some_and(|v| v.name == version) =>
+        {
+            format!(
+                "; the guard counts it failed on {}",
+                g.grpc_status.names().join(", ")
+            )
+        }
+        _ => String::new(),
+    };
+    Some(format!(
+        "a gRPC call (content-type {}): its outcome is its grpc-status code, {counted}{guard}",
+        quoted(content_type)
+    ))
 }
 
 fn name_of(config: &Config, index: usize) -> &str {

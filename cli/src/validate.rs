@@ -96,11 +96,12 @@ fn guard_text(config: &Config) -> String {
             format!("for {}", format_duration(ms))
         });
     format!(
-        "guard on {name}: trips when more than {}% of its responses fail{margin} (at least {} in a {} window), then sends {name}'s traffic to {} {hold}",
+        "guard on {name}: trips when more than {}% of its responses fail{margin} (at least {} in a {} window), then sends {name}'s traffic to {} {hold}; a gRPC call fails on {}",
         (g.max_error_rate * 10_000.0).round() / 100.0,
         g.min_requests,
         format_duration(g.window_ms),
         config.versions.first().map_or("?", |v| v.name.as_str()),
+        g.grpc_status.names().join(", "),
     )
 }
 
@@ -162,6 +163,7 @@ fn summary_json(loaded: &Loaded) -> Value {
             "min_requests": g.min_requests,
             "window": format_duration(g.window_ms),
             "hold": g.hold_ms.map_or("forever".to_string(), format_duration),
+            "grpc_status": g.grpc_status.names(),
         })
     });
     json!({

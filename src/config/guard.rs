@@ -7,6 +7,7 @@ use super::names::{MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
 #[cfg(feature = "schema")]
 use super::schedule::DURATION_PATTERN;
 use super::versions::Version;
+use crate::grpc::GrpcCodeSet;
 use crate::guard::{GuardConfig, StatusMatcher};
 use crate::units::parse_duration;
 use serde::Deserialize;
@@ -42,11 +43,19 @@ pub(super) struct RawGuard {
     /// Responses that count as failures: status classes ("5xx") and codes ("503").
     #[cfg_attr(feature = "schema", schemars(length(min = 1), inner(regex(pattern = r"^(?:[1-5][xX][xX]|[1-5][0-9][0-9])$")), extend("default" = ["5xx"])))]
     status: Option<Vec<String>>,
+    /// gRPC calls that count as failures, by their grpc-status code's canonical name
+    /// ("UNAVAILABLE"). For a gRPC call only this list decides, not `status`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), inner(regex(pattern = GRPC_CODE_PATTERN)), extend("default" = crate::grpc::DEFAULT_FAILURE_CODES)))]
+    grpc_status: Option<Vec<String>>,
     /// How long a tripped guard keeps the version's traffic on the baseline before it
     /// re-arms: a duration, or "forever" (until a new config is loaded).
     #[cfg_attr(feature = "schema", schemars(regex(pattern = HOLD_PATTERN), extend("default" = crate::units::format_duration(DEFAULT_GUARD_HOLD_MS))))]
     hold: Option<String>,
 }
+
+// The JSON Schema's pattern of a `grpc_status` entry: one of the 17 code names.
+#[cfg(feature = "schema")]
+const GRPC_CODE_PATTERN: &str = "^(?:OK|CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED)$";
 
 // The JSON Schema's pattern of `hold`: a duration or "forever".
 #[cfg(feature = "schema")]
@@ -128,6 +137,21 @@ pub(super) fn validate_guard(
             .map_err(|(i, msg)| errors.push(ConfigError::new(format!("guard.status[{i}]"), msg)))
             .ok(),
     };
+    let grpc_status = match raw.grpc_status {
+        None => Some(GrpcCodeSet::default()),
+        Some(entries) if entries.is_empty() => {
+            errors.push(ConfigError::new(
+                "guard.grpc_status",
+                "needs at least one gRPC status code name, such as \"UNAVAILABLE\"",
+            ));
+            None
+        }
+        Some(entries) => GrpcCodeSet::parse(&entries)
+            .map_err(|(i, msg)| {
+                errors.push(ConfigError::new(format!("guard.grpc_status[{i}]"), msg))
+            })
+            .ok(),
+    };
     let hold_ms = match raw.hold.as_deref() {
         None => Some(DEFAULT_GUARD_HOLD_MS),
         Some("forever") => None,
@@ -152,6 +176,7 @@ pub(super) fn validate_guard(
         min_requests,
         window_ms,
         status: status?,
+        grpc_status: grpc_status?,
         hold_ms,
     })
 }
@@ -176,6 +201,7 @@ mod tests {
         assert_eq!(g.hold_ms, Some(600_000));
         assert!(g.status.is_failure(429, false) && g.status.is_failure(500, false));
         assert_eq!(g.baseline_margin, None);
+        assert_eq!(g.grpc_status, GrpcCodeSet::default());
 
         let c = parse(
             r#"{"versions":[{"name":"s"},{"name":"c","weight":1}],"guard":{"version":"c","max_error_rate":0.1,"hold":"forever","baseline_margin":0.02}}"#,
@@ -246,6 +272,18 @@ mod tests {
             "guard.status[1]: `oops` is neither",
         );
         assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"grpc_status":[]}"#),
+            "guard.grpc_status: needs at least one gRPC status code name",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"grpc_status":["NOT_FOUND","Unavailable"]}"#),
+            "guard.grpc_status[1]: `Unavailable` is not a gRPC status code name (OK, CANCELLED, ... UNAUTHENTICATED) (did you mean `UNAVAILABLE`?)",
+        );
+        assert_rejected(
+            &g(r#"{"version":"canary","max_error_rate":0.1,"grpc_status":[14]}"#),
+            "guard.grpc_status[0]: invalid type",
+        );
+        assert_rejected(
             &g(r#"{"version":"canary","max_error_rate":0.1,"hold":"always"}"#),
             "guard.hold: `always` is not a duration",
         );
@@ -265,5 +303,24 @@ mod tests {
         let b = parse(&GUARD.replace("0.05", "0.06")).unwrap();
         assert_ne!(a.fingerprint, b.fingerprint);
         assert_eq!(a.fingerprint, parse(GUARD).unwrap().fingerprint);
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use crate::config::tests::parse;
+    use crate::grpc::GrpcCode;
+
+    #[test]
+    fn grpc_status_lists_the_codes_that_fail_and_only_those() {
+        let c = parse(
+            r#"{"versions":[{"name":"s"},{"name":"c","weight":1}],"guard":{"version":"c","max_error_rate":0.1,"status":["500"],"grpc_status":["NOT_FOUND","RESOURCE_EXHAUSTED"]}}"#,
+        )
+        .unwrap();
+        let g = c.guard.unwrap();
+        assert_eq!(g.grpc_status.names(), ["NOT_FOUND", "RESOURCE_EXHAUSTED"]);
+        assert!(!g.grpc_status.contains(GrpcCode::UNAVAILABLE));
+        // The HTTP list is its own: a gRPC list changes nothing for HTTP responses.
+        assert!(g.status.is_failure(500, false) && !g.status.is_failure(503, false));
     }
 }

@@ -7,6 +7,8 @@
 //! Shared by the tests and by `examples/demo.rs`; not every user calls everything.
 #![allow(dead_code)]
 
+pub mod grpc;
+
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -136,6 +138,10 @@ pub struct EnvoyOptions {
     /// from a path), so that [`Envoy::set_routes`] can change it, as a rollout
     /// controller changes weights through istiod.
     pub routes_from_file: bool,
+    /// Clusters (`stable`, `canary`) served by an HTTP/2 server on this machine
+    /// (a [`grpc::GrpcServer`]) instead of the demo upstreams: cluster name and
+    /// port on 127.0.0.1. Envoy speaks HTTP/2 (prior knowledge) to them.
+    pub h2_upstreams: Vec<(String, u16)>,
 }
 
 impl Default for EnvoyOptions {
@@ -151,6 +157,7 @@ impl Default for EnvoyOptions {
             wasm_file: None,
             bootstrap: None,
             routes_from_file: false,
+            h2_upstreams: Vec::new(),
         }
     }
 }
@@ -295,8 +302,20 @@ impl Envoy {
             .expect("clusters")
         {
             let name = cluster["name"].as_str().unwrap_or_default().to_string();
+            let h2_port = options
+                .h2_upstreams
+                .iter()
+                .find(|(cluster, _)| *cluster == name)
+                .map(|(_, port)| *port);
+            if h2_port.is_some() {
+                cluster["typed_extension_protocol_options"] = serde_yaml::from_str(
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n  \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n  explicit_http_config: { http2_protocol_options: {} }\n",
+                )
+                .expect("HTTP/2 protocol options");
+            }
             let port = match name.as_str() {
                 _ if options.dead_upstreams.contains(&name) => free_port(),
+                _ if h2_port.is_some() => h2_port.unwrap_or_default(),
                 "stable" => stable_port,
                 "canary" => canary_port,
                 other => panic!("unexpected cluster {other:?} in envoy.yaml"),

@@ -761,11 +761,12 @@ pub fn parse_plugin_config(plugin: &Doc) -> Result<Config, Vec<String>> {
 pub fn metric_tag_keys() -> BTreeSet<String> {
     use canary_router::decide::Reason;
     use canary_router::metrics::{
-        request_duration_name, requests_total_name, responses_total_name,
+        grpc_responses_total_name, request_duration_name, requests_total_name, responses_total_name,
     };
     let names = [
         requests_total_name("p", "v", Reason::Hash),
         responses_total_name("p", "v", "2xx"),
+        grpc_responses_total_name("p", "v", "OK"),
         request_duration_name("p", "v"),
     ];
     names
@@ -1426,6 +1427,7 @@ pub fn render(
         for metric in [
             "requests_total",
             "responses_total",
+            "grpc_responses_total",
             "request_duration_milliseconds",
             "weight_basis_points",
             "guard_tripped",
@@ -1555,6 +1557,10 @@ pub fn exported_metrics(p: &str) -> BTreeMap<String, BTreeSet<&'static str>> {
         format!("{p}_responses_total"),
         BTreeSet::from(["version", "code_class"]),
     );
+    m.insert(
+        format!("{p}_grpc_responses_total"),
+        BTreeSet::from(["version", "grpc_code"]),
+    );
     for suffix in ["_bucket", "_sum", "_count"] {
         let mut labels = BTreeSet::from(["version"]);
         if suffix == "_bucket" {
@@ -1575,6 +1581,7 @@ pub fn exported_metrics(p: &str) -> BTreeMap<String, BTreeSet<&'static str>> {
 /// known metric names, labels the metric has, values the filter can produce.
 pub fn check_selectors(expr: &str, prefix: &str, recorded: &BTreeSet<String>) -> Vec<String> {
     use canary_router::decide::Reason;
+    use canary_router::grpc::CODE_NAMES;
     use canary_router::metrics::CODE_CLASSES;
     let exported = exported_metrics(prefix);
     let mut errors = Vec::new();
@@ -1600,11 +1607,21 @@ pub fn check_selectors(expr: &str, prefix: &str, recorded: &BTreeSet<String>) ->
                 let ok = match label.as_str() {
                     "reason" => Reason::ALL.iter().any(|r| r.as_str() == value),
                     "code_class" => CODE_CLASSES.contains(&value.as_str()),
+                    "grpc_code" => CODE_NAMES.contains(&value.as_str()),
                     _ => true,
                 };
                 if !ok {
                     errors.push(format!(
                         "{}: {label}{op}\"{value}\" is never exported",
+                        s.metric
+                    ));
+                }
+            }
+            // A list of code names (`grpc_code=~"UNKNOWN|UNAVAILABLE"`): each one real.
+            if label == "grpc_code" && (op == "=~" || op == "!~") {
+                for name in value.split('|').filter(|n| !CODE_NAMES.contains(n)) {
+                    errors.push(format!(
+                        "{}: {label}{op}\"{value}\": {name} is not a gRPC code name",
                         s.metric
                     ));
                 }
