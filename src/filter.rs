@@ -26,12 +26,16 @@
 
 use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{decide, Reason, Rng, Routing};
+use crate::fallback::{Fallback, LoadHistory, OnBadConfig, SafeMode, ON_BAD_CONFIG_ENV};
 use crate::grpc::{
     is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
     GrpcCode,
 };
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
-use crate::metrics::{code_class_index, MetricKind, MetricSink, MetricTable};
+use crate::metrics::{
+    code_class_index, MetricKind, MetricSink, MetricTable, CONFIG_REJECTED_TOTAL, CONFIG_SAFE_MODE,
+    CONFIG_STALE,
+};
 use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
 use crate::request::{RequestFacts, SerializedHeaders};
 use crate::trust::parse_socket_ip;
@@ -56,6 +60,9 @@ const CAS_ATTEMPTS: usize = 16;
 
 /// A config that passed validation, with its metrics defined in this VM.
 struct Active {
+    /// The config as Envoy handed it over: what other VMs parse again if they
+    /// must fall back to it.
+    text: Vec<u8>,
     config: Config,
     metrics: MetricTable,
     /// Shared-data key of the proxy-wide guard state of this config.
@@ -76,6 +83,76 @@ pub struct CanaryRoot {
     active: Option<Rc<Active>>,
     live: Rc<RefCell<Live>>,
     rng: Rc<Cell<Rng>>,
+    /// The plugin's key in [`HISTORY`], once this root context is counted there.
+    plugin: Option<String>,
+    /// Set when the config was refused and the plugin has no good config to keep.
+    safe_mode: Option<Rc<SafeMode>>,
+}
+
+thread_local! {
+    /// Every plugin's config loads in this VM (one VM per worker; a root context
+    /// lives as long as its filter config, this as long as the VM): a root context
+    /// whose config is refused serves its plugin's last good config from here.
+    static HISTORY: RefCell<LoadHistory<Rc<Active>>> = RefCell::new(LoadHistory::default());
+    /// The config health metrics of this VM, defined at the first configure.
+    static HEALTH: Cell<Option<HealthIds>> = const { Cell::new(None) };
+}
+
+#[derive(Clone, Copy)]
+struct HealthIds {
+    rejected: u32,
+    stale: u32,
+    safe_mode: u32,
+}
+
+fn health_ids() -> Option<HealthIds> {
+    HEALTH.with(|health| {
+        if let Some(ids) = health.get() {
+            return Some(ids);
+        }
+        let ids = HealthIds {
+            rejected: hostcalls::define_metric(MetricType::Counter, CONFIG_REJECTED_TOTAL).ok()?,
+            stale: hostcalls::define_metric(MetricType::Gauge, CONFIG_STALE).ok()?,
+            safe_mode: hostcalls::define_metric(MetricType::Gauge, CONFIG_SAFE_MODE).ok()?,
+        };
+        health.set(Some(ids));
+        Some(ids)
+    })
+}
+
+/// Sets the gauges from this VM's history (every VM holds the same history, so
+/// whichever writes last writes the same values).
+fn publish_health() {
+    let Some(ids) = health_ids() else {
+        return;
+    };
+    let counts = HISTORY.with(|history| {
+        history
+            .try_borrow()
+            .map(|h| (h.stale(), h.in_safe_mode()))
+            .ok()
+    });
+    if let Some((stale, safe_mode)) = counts {
+        let _ = hostcalls::record_metric(ids.stale, stale as u64);
+        let _ = hostcalls::record_metric(ids.safe_mode, safe_mode as u64);
+    }
+}
+
+/// Names the plugin across its root contexts: Envoy's plugin name (Istio sets it to
+/// the WasmPlugin's `<namespace>.<name>`) and root id.
+fn plugin_key() -> String {
+    let read = |property: &str| {
+        hostcalls::get_property(vec![property])
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    format!("{}/{}", read("plugin_name"), read("plugin_root_id"))
+}
+
+fn on_bad_config() -> OnBadConfig {
+    OnBadConfig::from_env_value(std::env::var(ON_BAD_CONFIG_ENV).ok().as_deref())
 }
 
 impl CanaryRoot {
@@ -98,6 +175,8 @@ impl CanaryRoot {
                 pending: Pending::default(),
             })),
             rng: Rc::new(Cell::new(Rng::new(hasher.finish()))),
+            plugin: None,
+            safe_mode: None,
         }
     }
 }
@@ -227,110 +306,255 @@ fn reset_guard_state(active: &Active, guard: &GuardConfig, now: u64) {
     }
 }
 
-impl Context for CanaryRoot {}
+/// Reads, parses and validates the plugin configuration and defines its metrics.
+/// A config that cannot be used is logged (naming the field) and returned as text.
+fn load() -> Result<Active, Vec<u8>> {
+    let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(Some(bytes)) if !bytes.is_empty() => bytes,
+        Ok(_) => {
+            log_rejection(&[ConfigError {
+                field: String::new(),
+                message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
+            }]);
+            return Err(Vec::new());
+        }
+        Err(status) => {
+            error!("config rejected: cannot read the plugin configuration: {status:?}");
+            return Err(Vec::new());
+        }
+    };
+    let config = match Config::from_json(&bytes) {
+        Ok(config) => config,
+        Err(errors) => {
+            log_rejection(&errors);
+            return Err(bytes);
+        }
+    };
+    let metrics = match MetricTable::define(&config, &mut HostMetrics) {
+        Ok(metrics) => metrics,
+        Err((name, status)) => {
+            error!("config rejected: cannot define metric `{name}`: {status:?}");
+            return Err(bytes);
+        }
+    };
+    Ok(Active {
+        guard_key: format!("canary-router/guard/{:08x}", config.fingerprint),
+        text: bytes,
+        config,
+        metrics,
+    })
+}
 
-impl RootContext for CanaryRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(bytes)) if !bytes.is_empty() => bytes,
-            Ok(_) => {
-                log_rejection(&[ConfigError {
-                    field: String::new(),
-                    message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
-                }]);
-                return false;
-            }
-            Err(status) => {
-                error!("config rejected: cannot read the plugin configuration: {status:?}");
-                return false;
-            }
-        };
-        let config = match Config::from_json(&bytes) {
-            Ok(config) => config,
-            Err(errors) => {
-                log_rejection(&errors);
-                return false;
-            }
-        };
-        let metrics = match MetricTable::define(&config, &mut HostMetrics) {
-            Ok(metrics) => metrics,
-            Err((name, status)) => {
-                error!("config rejected: cannot define metric `{name}`: {status:?}");
-                return false;
-            }
-        };
-        let now = now_ms();
-        let active = Active {
-            guard_key: format!("canary-router/guard/{:08x}", config.fingerprint),
-            config,
-            metrics,
-        };
-        let weights = active.config.weights_at(now);
-        let split: Vec<String> = active
+/// The shared-data key (proxy-wide, across VMs) of a plugin's last good config.
+fn last_good_key(plugin: &str) -> String {
+    format!("canary-router/last-good/{plugin}")
+}
+
+fn remember_last_good(plugin: &str, text: &[u8]) {
+    let key = last_good_key(plugin);
+    if let Ok((Some(current), _)) = hostcalls::get_shared_data(&key) {
+        if current == text {
+            return;
+        }
+    }
+    // Unconditionally (no CAS): every VM writes the same newest config.
+    let _ = hostcalls::set_shared_data(&key, Some(text), None);
+}
+
+/// The plugin's last good config as another VM of this proxy loaded it, parsed and
+/// with its metrics defined here; `None` if there is none (or it no longer parses).
+fn last_good_of_proxy(plugin: &str) -> Option<Active> {
+    let (text, _) = hostcalls::get_shared_data(&last_good_key(plugin)).ok()?;
+    let text = text?;
+    let config = Config::from_json(&text).ok()?;
+    let metrics = MetricTable::define(&config, &mut HostMetrics).ok()?;
+    Some(Active {
+        guard_key: format!("canary-router/guard/{:08x}", config.fingerprint),
+        text,
+        config,
+        metrics,
+    })
+}
+
+/// How a loaded config reads in the log.
+fn summary(active: &Active) -> String {
+    let weights = active.config.weights_at(now_ms());
+    let split: Vec<String> = active
+        .config
+        .versions
+        .iter()
+        .zip(&weights)
+        .map(|(v, w)| format!("{}={}%", v.name, format_basis_points((*w).into())))
+        .collect();
+    let split = match &active.config.hash.pick {
+        // The route's weights decide; the config has none to show.
+        Some(pick) => vec![format!(
+            "{} (pick mode: {} for routes whose weights sum to {})",
+            active
+                .config
+                .versions
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            pick.header,
+            pick.total
+        )],
+        None => split,
+    };
+    format!(
+        "route_header={} versions {}{}{}",
+        active.config.route_header,
+        split.join(" "),
+        if active.config.is_scheduled() {
+            " (ramping)"
+        } else {
+            ""
+        },
+        active
             .config
-            .versions
-            .iter()
-            .zip(&weights)
-            .map(|(v, w)| format!("{}={}%", v.name, format_basis_points((*w).into())))
-            .collect();
-        let split = match &active.config.hash.pick {
-            // The route's weights decide; the config has none to show.
-            Some(pick) => vec![format!(
-                "{} (pick mode: {} for routes whose weights sum to {})",
+            .guard
+            .as_ref()
+            .map_or(String::new(), |g| format!(
+                "; guard on {} at {:.1}% errors over {} requests",
                 active
                     .config
                     .versions
-                    .iter()
-                    .map(|v| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                pick.header,
-                pick.total
-            )],
-            None => split,
-        };
-        info!(
-            "config loaded: route_header={} versions {}{}{}",
-            active.config.route_header,
-            split.join(" "),
-            if active.config.is_scheduled() {
-                " (ramping)"
-            } else {
-                ""
-            },
-            active
-                .config
-                .guard
-                .as_ref()
-                .map_or(String::new(), |g| format!(
-                    "; guard on {} at {:.1}% errors over {} requests",
-                    active
-                        .config
-                        .versions
-                        .get(g.version)
-                        .map_or("?", |v| v.name.as_str()),
-                    100.0 * g.max_error_rate,
-                    g.min_requests
-                )),
-        );
+                    .get(g.version)
+                    .map_or("?", |v| v.name.as_str()),
+                100.0 * g.max_error_rate,
+                g.min_requests
+            )),
+    )
+}
 
+impl CanaryRoot {
+    /// Makes `active` the config this root context serves. `fresh`: a config just
+    /// loaded (its guard starts afresh); otherwise a last good config kept, whose
+    /// guard state goes on where the root context that loaded it left it.
+    fn install(&mut self, active: Rc<Active>, fresh: bool) -> bool {
+        let now = now_ms();
         let Ok(mut live) = self.live.try_borrow_mut() else {
             return false;
         };
         live.routing = Routing::at(&active.config, now);
         live.pending = Pending::default();
         live.weights.clear();
-        publish_weights(&active, &mut live, weights);
+        publish_weights(&active, &mut live, active.config.weights_at(now));
         if let Some(guard) = &active.config.guard {
             let now = now.unsigned_abs();
-            reset_guard_state(&active, guard, now);
+            if fresh {
+                reset_guard_state(&active, guard, now);
+            }
             sync_guard(&active, guard, &mut live, now);
         }
         let needs_tick = active.config.is_scheduled() || active.config.guard.is_some();
         let _ = hostcalls::set_tick_period(if needs_tick { TICK } else { Duration::ZERO });
         drop(live);
-        self.active = Some(Rc::new(active));
+        self.active = Some(active);
+        self.safe_mode = None;
         true
+    }
+
+    /// This root context no longer counts for its plugin in [`HISTORY`].
+    fn release(&mut self) {
+        if let Some(key) = self.plugin.take() {
+            HISTORY.with(|h| {
+                if let Ok(mut h) = h.try_borrow_mut() {
+                    h.released(&key);
+                }
+            });
+        }
+    }
+}
+
+impl Context for CanaryRoot {
+    /// The plugin's filter config is gone (replaced, or its listener drained).
+    fn on_done(&mut self) -> bool {
+        self.release();
+        // A VM left without root contexts (one that only checked a config, or one
+        // shutting down) would report an empty history: leave the gauges to the
+        // VMs that serve.
+        let serving = HISTORY.with(|h| h.try_borrow().map(|h| h.has_roots()).unwrap_or(false));
+        if serving {
+            publish_health();
+        }
+        true
+    }
+}
+
+impl RootContext for CanaryRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        // Envoy configures a root context once; should it come again, the old
+        // registration goes first.
+        self.release();
+        match load() {
+            Ok(active) => {
+                info!("config loaded: {}", summary(&active));
+                let active = Rc::new(active);
+                let key = plugin_key();
+                remember_last_good(&key, &active.text);
+                HISTORY.with(|h| {
+                    if let Ok(mut h) = h.try_borrow_mut() {
+                        h.loaded(&key, Rc::clone(&active));
+                    }
+                });
+                self.plugin = Some(key);
+                let installed = self.install(active, true);
+                publish_health();
+                installed
+            }
+            Err(refused) => {
+                if let Some(ids) = health_ids() {
+                    let _ = hostcalls::increment_metric(ids.rejected, 1);
+                }
+                if on_bad_config() == OnBadConfig::Refuse {
+                    error!("refusing the config ({ON_BAD_CONFIG_ENV}=refuse): Envoy does not start with it, and NACKs it as an update");
+                    return false;
+                }
+                let key = plugin_key();
+                let mut fallback = HISTORY.with(|h| {
+                    h.try_borrow_mut()
+                        .map(|mut h| h.refused(&key))
+                        .unwrap_or(Fallback::SafeMode)
+                });
+                if matches!(fallback, Fallback::SafeMode) {
+                    if let Some(active) = last_good_of_proxy(&key) {
+                        let active = Rc::new(active);
+                        HISTORY.with(|h| {
+                            if let Ok(mut h) = h.try_borrow_mut() {
+                                h.adopted(&key, Rc::clone(&active));
+                            }
+                        });
+                        fallback = Fallback::LastGood(active);
+                    }
+                }
+                self.plugin = Some(key);
+                let installed = match fallback {
+                    Fallback::LastGood(active) => {
+                        warn!(
+                            "config not taken: plugin {} keeps its last good config: {}",
+                            self.plugin.as_deref().unwrap_or_default(),
+                            summary(&active)
+                        );
+                        self.install(active, false)
+                    }
+                    Fallback::SafeMode => {
+                        let safe = SafeMode::from_refused(&refused);
+                        warn!(
+                            "config not taken: plugin {} has no good config yet, so it runs in safe mode: no decision and no metrics; {} removed from every request, so the route table's default route serves it",
+                            self.plugin.as_deref().unwrap_or_default(),
+                            safe.remove.join(", ")
+                        );
+                        self.safe_mode = Some(Rc::new(safe));
+                        let _ = hostcalls::set_tick_period(Duration::ZERO);
+                        true
+                    }
+                };
+                publish_health();
+                installed
+            }
+        }
     }
 
     fn on_tick(&mut self) {
@@ -353,6 +577,7 @@ impl RootContext for CanaryRoot {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(CanaryRequest {
             active: self.active.clone(),
+            safe_mode: self.safe_mode.clone(),
             live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
             decided: None,
@@ -370,6 +595,7 @@ impl RootContext for CanaryRoot {
 /// One per HTTP request.
 struct CanaryRequest {
     active: Option<Rc<Active>>,
+    safe_mode: Option<Rc<SafeMode>>,
     live: Rc<RefCell<Live>>,
     rng: Rc<Cell<Rng>>,
     /// The version this request went to and when the decision was made.
@@ -388,6 +614,11 @@ impl Context for CanaryRequest {}
 impl HttpContext for CanaryRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(active) = self.active.as_deref() else {
+            if let Some(safe_mode) = &self.safe_mode {
+                for name in &safe_mode.remove {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                }
+            }
             return Action::Continue;
         };
         let Ok(live) = self.live.try_borrow() else {
@@ -395,6 +626,12 @@ impl HttpContext for CanaryRequest {
         };
         let headers = request_header_map();
         let request = HostRequest(SerializedHeaders::new(&headers));
+        // Not for this plugin: passed on untouched, not counted, not guarded.
+        if let Some(hosts) = &active.config.hosts {
+            if !hosts.admits(request.header(":authority")) {
+                return Action::Continue;
+            }
+        }
         let mut rng = self.rng.get();
         let (assignment, pick_write) = match &active.config.hash.pick {
             Some(pick) => {
@@ -408,6 +645,7 @@ impl HttpContext for CanaryRequest {
             ),
         };
         self.rng.set(rng);
+
         drop(live);
         // The override secret stops here: upstreams and their logs never see it.
         if let Some(token) = &active.config.override_.token {

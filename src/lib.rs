@@ -11,6 +11,8 @@
 //! - [`schedule`]: time-based ramps;
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
+//! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
+//! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
 //! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
@@ -24,8 +26,10 @@
 pub mod bucket;
 pub mod config;
 pub mod decide;
+pub mod fallback;
 pub mod grpc;
 pub mod guard;
+pub mod hosts;
 pub mod metrics;
 pub mod pick;
 pub mod request;

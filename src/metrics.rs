@@ -64,6 +64,19 @@ pub fn guard_tripped_gauge_name(prefix: &str, version: &str) -> String {
     format!("version=.={version};.;{prefix}_guard_tripped")
 }
 
+/// Config health, one series each per proxy, always under the default prefix
+/// (`canary_`): they are about configs whose own `metrics_prefix` cannot be trusted,
+/// and one fixed name lets one alert rule cover every plugin.
+///
+/// Bad configs loaded (counted once per VM: Envoy's main thread and each worker
+/// load every config).
+pub const CONFIG_REJECTED_TOTAL: &str = "canary_config_rejected_total";
+/// Plugins whose newest config was refused, so that their last good config (or
+/// safe mode) serves instead: 0 when every plugin runs the config last pushed.
+pub const CONFIG_STALE: &str = "canary_config_stale";
+/// Of those, plugins with no good config at all, in safe mode.
+pub const CONFIG_SAFE_MODE: &str = "canary_config_safe_mode";
+
 /// Metric ids for every (version, reason), (version, code class) and (version,
 /// gRPC code), one
 /// duration histogram and one weight gauge per version, and the guard's gauge:
@@ -342,6 +355,19 @@ mod tests {
             .0
             .iter()
             .all(|(_, n)| !n.contains("responses_total") && !n.contains("duration")));
+    }
+
+    #[test]
+    fn config_health_metrics_use_the_default_prefix() {
+        for name in [CONFIG_REJECTED_TOTAL, CONFIG_STALE, CONFIG_SAFE_MODE] {
+            assert!(
+                name.starts_with(&format!(
+                    "{}_config_",
+                    crate::config::DEFAULT_METRICS_PREFIX
+                )),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -324,7 +324,13 @@ fn envoy_starts_with_exactly_the_fixtures_validate_accepts_and_refuses_the_rest_
             cli_errors.join("; ")
         );
         let json = String::from_utf8(json).expect("UTF-8");
-        match Envoy::try_start(EnvoyOptions::with_config(json)) {
+        // With the refuse opt-in; by default the filter takes the config and runs in
+        // safe mode, logging the same line (tests/e2e_mesh.rs).
+        let refusing = EnvoyOptions {
+            refuse_bad_config: true,
+            ..EnvoyOptions::with_config(json)
+        };
+        match Envoy::try_start(refusing) {
             Ok(envoy) => panic!(
                 "{relative}: validate rejects it, Envoy starts with it:\n{}",
                 envoy.log()

@@ -322,10 +322,12 @@ fn a_vm_that_cannot_start_makes_envoy_refuse_the_config_under_every_policy() {
             }
         }
     }
-    // The real filter with a bad plugin config: on_configure returns false.
+    // The real filter with a bad plugin config and the refuse opt-in
+    // (CANARY_ROUTER_ON_BAD_CONFIG=refuse): on_configure returns false.
     for policy in POLICIES {
         let bad = EnvoyOptions {
             plugin_config: Some(r#"{"versions":[]}"#.to_string()),
+            refuse_bad_config: true,
             ..options(policy, harness::wasm_path())
         };
         match Envoy::try_start(bad) {

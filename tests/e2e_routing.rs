@@ -278,7 +278,7 @@ fn anonymous_requests_are_drawn_by_weight_or_sent_to_the_baseline() {
 }
 
 #[test]
-fn a_bad_config_is_refused_and_the_log_names_the_field() {
+fn with_the_refuse_opt_in_a_bad_config_is_refused_and_the_log_names_the_field() {
     let cases = [
         (
             r#"{"versions":[{"name":"stable"},{"name":"canary","weight":120}]}"#,
@@ -295,7 +295,13 @@ fn a_bad_config_is_refused_and_the_log_names_the_field() {
         ),
     ];
     for (config, expected) in cases {
-        match Envoy::try_start(EnvoyOptions::with_config(config)) {
+        // The refuse opt-in (CANARY_ROUTER_ON_BAD_CONFIG=refuse); the default, which
+        // serves in safe mode instead, is tested in tests/e2e_mesh.rs.
+        let refusing = EnvoyOptions {
+            refuse_bad_config: true,
+            ..EnvoyOptions::with_config(config)
+        };
+        match Envoy::try_start(refusing) {
             Ok(envoy) => panic!("Envoy accepted {config}; log:\n{}", envoy.log()),
             Err(failure) => {
                 assert_ne!(failure.exit_code, Some(0), "Envoy must exit with an error");

@@ -29,6 +29,10 @@ fn shipped_istio_json() -> String {
 
 const USERS: usize = 3000;
 
+/// The host a caller in the mesh sends (the port is ignored): the shipped plugin's
+/// `hosts` lists myapp's names, and leaves requests to any other host untouched.
+const CALLER_HOST: &str = "myapp:80";
+
 #[test]
 fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
     let json = shipped_istio_json();
@@ -40,7 +44,7 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
     let users = user_ids("istio-wasmplugin", USERS);
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
     for user in &users {
-        let response = client.get_with(&[("x-user-id", user)]);
+        let response = client.get_with(&[("host", CALLER_HOST), ("x-user-id", user)]);
         assert_eq!(response.status, 200, "user {user}");
         let version = response.served_by();
         assert_eq!(version, expected_version(&config, user).0, "user {user}");
@@ -62,12 +66,16 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
         .expect("some canary user");
     for _ in 0..20 {
         assert_eq!(
-            client.get_with(&[("x-user-id", sticky_user)]).served_by(),
+            client
+                .get_with(&[("host", CALLER_HOST), ("x-user-id", sticky_user)])
+                .served_by(),
             sticky_version
         );
         let cookie = format!("uid={sticky_user}");
         assert_eq!(
-            client.get_with(&[("cookie", &cookie)]).served_by(),
+            client
+                .get_with(&[("host", CALLER_HOST), ("cookie", &cookie)])
+                .served_by(),
             sticky_version
         );
     }
@@ -76,7 +84,12 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
     // requests without a user ID stay on stable (anonymous: baseline); a client
     // cannot pick a version with the route header.
     for qa in ["qa-alice", "qa-bob"] {
-        assert_eq!(client.get_with(&[("x-user-id", qa)]).served_by(), "canary");
+        assert_eq!(
+            client
+                .get_with(&[("host", CALLER_HOST), ("x-user-id", qa)])
+                .served_by(),
+            "canary"
+        );
     }
     let stable_user = users
         .iter()
@@ -84,21 +97,42 @@ fn the_istio_plugin_config_splits_ten_percent_of_users_in_a_real_envoy() {
         .expect("some stable user");
     assert_eq!(
         client
-            .get_with(&[("x-user-id", stable_user), ("x-canary", "canary")])
+            .get_with(&[
+                ("host", CALLER_HOST),
+                ("x-user-id", stable_user),
+                ("x-canary", "canary")
+            ])
             .served_by(),
         "canary"
     );
     assert_eq!(
         client
-            .get_with(&[("x-user-id", sticky_user), ("cookie", "canary=stable")])
+            .get_with(&[
+                ("host", CALLER_HOST),
+                ("x-user-id", sticky_user),
+                ("cookie", "canary=stable")
+            ])
             .served_by(),
         "stable"
     );
+    // Another Service on the same port: untouched, so a route header its client
+    // sent stays (this route table then honours it) and nothing is counted.
+    let before = envoy.prometheus().sum("canary_requests_total", &[]);
+    let other = client.get_with(&[("host", "payments"), ("x-canary-version", "canary")]);
+    assert_eq!(
+        other.served_by(),
+        "canary",
+        "requests to other hosts are left alone"
+    );
+    assert_eq!(envoy.prometheus().sum("canary_requests_total", &[]), before);
     for _ in 0..50 {
-        assert_eq!(client.get_with(&[]).served_by(), "stable");
+        assert_eq!(
+            client.get_with(&[("host", CALLER_HOST)]).served_by(),
+            "stable"
+        );
         assert_eq!(
             client
-                .get_with(&[("x-canary-version", "canary")])
+                .get_with(&[("host", CALLER_HOST), ("x-canary-version", "canary")])
                 .served_by(),
             "stable",
             "a client-sent route header is overwritten"
@@ -247,7 +281,7 @@ fn a_failing_canary_trips_the_shipped_guard_and_shows_in_the_alerted_series() {
     let users = user_ids("istio-failing", 1500);
     let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
     for user in &users {
-        let response = client.get_with(&[("x-user-id", user)]);
+        let response = client.get_with(&[("host", CALLER_HOST), ("x-user-id", user)]);
         match (expected_version(&config, user).0.as_str(), response.status) {
             ("canary", 503) => {
                 assert_eq!(rerouted, 0, "no canary failure after the guard tripped");
@@ -348,7 +382,12 @@ fn the_istio_plugin_config_routes_grpc_calls_and_its_guard_trips_on_unavailable(
     let users = user_ids("istio-grpc", 1500);
     let (mut failed, mut rerouted, mut stable_ok) = (0usize, 0usize, 0usize);
     for user in &users {
-        let answer = client.unary_as(envoy.listener, user);
+        let answer = client.call_at(
+            envoy.listener,
+            Some(CALLER_HOST),
+            "Unary",
+            &[("x-user-id", user)],
+        );
         match (
             expected_version(&config, user).0.as_str(),
             answer.code.as_str(),

@@ -52,8 +52,9 @@ pub enum Command {
         help_template = COMMAND_TEMPLATE,
         long_about = "Check a config as the filter does.\n\n\
 Parses and validates CONFIG with the filter's own code: what it accepts, the filter
-loads; what it rejects, the filter refuses (Envoy keeps the previous config, or does
-not start).
+loads; what it rejects, the filter never takes (it logs the same errors and keeps its
+last good config, or runs in safe mode; with CANARY_ROUTER_ON_BAD_CONFIG=refuse Envoy
+refuses it).
 
 Valid: exit 0 and one line on standard output: the versions with their weights (at
 TIME, for ramps) and the guard.
@@ -182,10 +183,22 @@ pub struct UsageError {
 }
 
 /// `NAME=VALUE`, or `NAME: VALUE` as curl writes it. Names cannot contain `=` or `:`,
-/// so the first of them ends the name. Envoy hands the filter header names in lower
-/// case.
+/// so the first of them ends the name; a pseudo-header's leading `:` is part of its
+/// name (`:authority=myapp:8080`, the host `hosts` matches). Envoy hands the filter
+/// header names in lower case.
 fn header(text: &str) -> Result<(String, String), String> {
-    pair(text, true).map(|(name, value)| (name.trim().to_ascii_lowercase(), value))
+    let (pseudo, rest) = match text.strip_prefix(':') {
+        Some(rest) => (":", rest),
+        None => ("", text),
+    };
+    pair(rest, true)
+        .map(|(name, value)| {
+            (
+                format!("{pseudo}{}", name.trim().to_ascii_lowercase()),
+                value,
+            )
+        })
+        .map_err(|_| format!("`{text}` is not NAME=VALUE"))
 }
 
 /// `NAME=VALUE`; the value may hold `=`.
@@ -304,6 +317,33 @@ mod tests {
                 route_weights: None,
             })
         );
+    }
+
+    #[test]
+    fn a_pseudo_header_keeps_its_colon_and_its_value_may_hold_one() {
+        let args = [
+            "canary-router",
+            "explain",
+            "c.json",
+            "--header",
+            ":Authority=myapp:8080",
+            "--header",
+            ":authority: other",
+        ];
+        let Ok(Cli {
+            command: Command::Explain(e),
+        }) = Cli::try_parse_from(args)
+        else {
+            panic!("not explain")
+        };
+        assert_eq!(
+            e.headers,
+            vec![
+                (":authority".to_string(), "myapp:8080".to_string()),
+                (":authority".to_string(), "other".to_string())
+            ]
+        );
+        assert!(Cli::try_parse_from(["canary-router", "explain", "c", "--header", ":=x"]).is_err());
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         headers: SerializedHeaders::new(&bytes),
         source: options.source,
     };
+    if let Some(hosts) = &config.hosts {
+        if !hosts.admits(request.header(":authority")) {
+            return untouched(options, config, request.header(":authority"));
+        }
+    }
     let routing = Routing {
         split: config.split_at(loaded.now_ms),
         guard_tripped: options.guard_tripped,
@@ -152,6 +157,30 @@ fn pick_why(why: String, assignment: &Assignment, unguarded: &Assignment) -> Str
         }
         _ => why,
     }
+}
+
+/// A request for another host than the config's `hosts`: the filter leaves it alone.
+fn untouched(options: &Explain, config: &Config, authority: Option<&[u8]>) -> Result<(), Failure> {
+    let why = match authority {
+        Some(a) => format!(
+            ":authority {} matches no entry of hosts: the filter passes the request on untouched (no header written or removed, not counted, not seen by the guard)",
+            quoted(a)
+        ),
+        None => "the request has no :authority (give --header :authority=HOST) and the config lists hosts: the filter passes it on untouched".to_string(),
+    };
+    if options.common.json {
+        let out = json!({
+            "version": null,
+            "reason": null,
+            "untouched": true,
+            "route_header": config.route_header,
+            "why": why,
+        });
+        print(&format!("{out}\n"));
+    } else {
+        print(&format!("version: none (untouched)\nwhy:     {why}\n"));
+    }
+    Ok(())
 }
 
 /// A gRPC call (by its content-type, as the filter tells): where its outcome is

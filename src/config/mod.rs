@@ -11,6 +11,7 @@
 mod error;
 mod guard;
 mod hash;
+mod hosts;
 mod metrics;
 mod names;
 mod overrides;
@@ -24,10 +25,12 @@ mod versions;
 pub use self::error::ConfigError;
 pub use self::guard::{DEFAULT_GUARD_HOLD_MS, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS};
 pub use self::hash::{HashConfig, ALLOWED_BUCKETS, DEFAULT_BUCKETS};
+pub use self::hosts::MAX_HOSTS;
 pub use self::metrics::{MetricsConfig, DEFAULT_METRICS_PREFIX};
 pub use self::names::MAX_VERSION_NAME_LEN;
 pub use self::overrides::{OverrideConfig, TokenConfig, MAX_TOKEN_VALUES, MIN_TOKEN_LEN};
 pub use self::versions::{Split, Version, Weight, MAX_VERSIONS};
+pub use crate::hosts::Hosts;
 pub use crate::units::{format_basis_points, weight_to_basis_points, FULL_WEIGHT_BASIS_POINTS};
 
 use self::guard::RawGuard;
@@ -127,6 +130,12 @@ struct RawConfig {
     /// The rollback guard of one version: when its failure rate is too high, its
     /// traffic goes to the baseline.
     guard: Option<RawGuard>,
+    /// The hosts the plugin is for, matched against the request's `:authority`
+    /// without its port, ignoring case; `*.example.com` matches every subdomain (not
+    /// example.com itself). Other requests pass untouched: no header written or
+    /// removed, not counted, not seen by the guard. Absent: every request.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_HOSTS), inner(length(max = 253), regex(pattern = self::hosts::HOST_PATTERN))))]
+    hosts: Option<Vec<String>>,
 }
 
 /// The JSON Schema of the config, generated from the types above.
@@ -151,6 +160,8 @@ pub struct Config {
     pub metrics_prefix: String,
     pub metrics: MetricsConfig,
     pub guard: Option<GuardConfig>,
+    /// The hosts the plugin is for; `None`: every request.
+    pub hosts: Option<Hosts>,
     /// murmur3 of the config text: names this config's proxy-wide guard state.
     pub fingerprint: u32,
 }
@@ -296,6 +307,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let guard = raw
         .guard
         .and_then(|g| guard::validate_guard(g, &versions, &mut errors));
+    let hosts = hosts::validate_hosts(raw.hosts, &mut errors);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -311,6 +323,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         metrics_prefix,
         metrics: metrics::validate_metrics(raw.metrics),
         guard,
+        hosts,
         fingerprint: 0,
     })
 }

@@ -118,13 +118,17 @@ class Client:
     def __init__(self):
         self.channels = {}
 
-    def channel(self, target):
-        if target not in self.channels:
-            self.channels[target] = grpc.insecure_channel(target)
-        return self.channels[target]
+    def channel(self, target, authority=None):
+        # authority: the :authority to send instead of the target (the host a
+        # caller in a mesh names, which canary-router's `hosts` matches).
+        key = (target, authority)
+        if key not in self.channels:
+            options = [("grpc.default_authority", authority)] if authority else []
+            self.channels[key] = grpc.insecure_channel(target, options=options)
+        return self.channels[key]
 
-    def call(self, target, method, metadata, timeout):
-        channel = self.channel(target)
+    def call(self, target, method, metadata, timeout, authority=None):
+        channel = self.channel(target, authority)
         path = f"/{SERVICE}/{method}"
         metadata = [tuple(kv) for kv in metadata]
         messages = []
@@ -156,7 +160,11 @@ class Client:
 
     def grpc(self, req):
         return self.call(
-            req["target"], req.get("method", "Unary"), req.get("metadata", []), req.get("timeout", 10)
+            req["target"],
+            req.get("method", "Unary"),
+            req.get("metadata", []),
+            req.get("timeout", 10),
+            req.get("authority"),
         )
 
     def load(self, req):

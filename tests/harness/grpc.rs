@@ -254,9 +254,21 @@ impl PeerClient {
         method: &str,
         metadata: &[(&str, &str)],
     ) -> GrpcAnswer {
+        self.call_at(target, None, method, metadata)
+    }
+
+    /// [`PeerClient::call`] with this `:authority` instead of the target's address
+    /// (the host a caller in a mesh names).
+    pub fn call_at(
+        &mut self,
+        target: SocketAddr,
+        authority: Option<&str>,
+        method: &str,
+        metadata: &[(&str, &str)],
+    ) -> GrpcAnswer {
         let answer = self.exchange(&json!({
             "op": "grpc", "target": target.to_string(), "method": method,
-            "metadata": metadata, "timeout": 10,
+            "metadata": metadata, "timeout": 10, "authority": authority,
         }));
         let served_by = answer["initial"]["x-served-by"]
             .as_str()

@@ -131,6 +131,18 @@ pub struct EnvoyOptions {
     pub failure_policy: Option<String>,
     /// Another `.wasm` to load instead of the built filter.
     pub wasm_file: Option<PathBuf>,
+    /// Opt in to refusing bad configs (`CANARY_ROUTER_ON_BAD_CONFIG=refuse` in the
+    /// VM's environment): Envoy then does not start with one, and NACKs one as an
+    /// update. The default keeps the last good config, or runs in safe mode.
+    pub refuse_bad_config: bool,
+    /// Deliver the filter's config the way Istio does: the listener names the
+    /// filter with `config_discovery` (no default config) and the config comes by
+    /// ECDS from a file Envoy watches, which [`Envoy::push_ecds`] replaces.
+    pub filter_from_ecds: bool,
+    /// Clusters (`stable`, `canary`) served by an HTTP/2 server on this machine
+    /// (a [`grpc::GrpcServer`]) instead of the demo upstreams: cluster name and
+    /// port on 127.0.0.1. Envoy speaks HTTP/2 (prior knowledge) to them.
+    pub h2_upstreams: Vec<(String, u16)>,
     /// Another bootstrap (relative to the repository root) with the same listeners
     /// and clusters as envoy/envoy.yaml, e.g. `envoy/weighted-clusters.yaml`.
     pub bootstrap: Option<String>,
@@ -138,10 +150,6 @@ pub struct EnvoyOptions {
     /// from a path), so that [`Envoy::set_routes`] can change it, as a rollout
     /// controller changes weights through istiod.
     pub routes_from_file: bool,
-    /// Clusters (`stable`, `canary`) served by an HTTP/2 server on this machine
-    /// (a [`grpc::GrpcServer`]) instead of the demo upstreams: cluster name and
-    /// port on 127.0.0.1. Envoy speaks HTTP/2 (prior knowledge) to them.
-    pub h2_upstreams: Vec<(String, u16)>,
 }
 
 impl Default for EnvoyOptions {
@@ -155,9 +163,11 @@ impl Default for EnvoyOptions {
             drain_time_s: None,
             failure_policy: None,
             wasm_file: None,
+            refuse_bad_config: false,
+            filter_from_ecds: false,
+            h2_upstreams: Vec::new(),
             bootstrap: None,
             routes_from_file: false,
-            h2_upstreams: Vec::new(),
         }
     }
 }
@@ -184,6 +194,45 @@ pub struct Envoy {
     lds: Option<Lds>,
     /// With `routes_from_file`: the ingress route configuration as last written.
     rds: Option<Rds>,
+    /// With `filter_from_ecds`: the filter config resource Envoy watches.
+    ecds: Option<Ecds>,
+}
+
+/// The ECDS file Envoy watches: a discovery response holding one
+/// `TypedExtensionConfig`, the canary-router filter's.
+struct Ecds {
+    path: PathBuf,
+    /// The filter's `typed_config` as last written.
+    typed_config: Mutex<Value>,
+    version: AtomicU64,
+}
+
+/// The name of the ECDS resource (the filter's name, which Envoy subscribes to).
+pub const ECDS_RESOURCE: &str = "canary-router";
+
+impl Ecds {
+    /// Written like [`Lds::write`]: to a temporary file, then moved into place.
+    fn write(&self, typed_config: &Value) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut resource = serde_yaml::Mapping::new();
+        resource.insert(
+            "@type".into(),
+            "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into(),
+        );
+        resource.insert("name".into(), ECDS_RESOURCE.into());
+        resource.insert("typed_config".into(), typed_config.clone());
+        let mut response = serde_yaml::Mapping::new();
+        response.insert("version_info".into(), Value::from(version.to_string()));
+        response.insert(
+            "resources".into(),
+            Value::Sequence(vec![Value::Mapping(resource)]),
+        );
+        let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
+        let dir = self.path.parent().and_then(Path::parent).expect("ecds dir");
+        let temporary = dir.join(format!("ecds-{version}.yaml.tmp"));
+        fs::write(&temporary, text).expect("write the ECDS file");
+        fs::rename(&temporary, &self.path).expect("move the ECDS file into place");
+    }
 }
 
 /// The route configuration file Envoy watches, and what was last written to it.
@@ -217,6 +266,8 @@ struct Lds {
     path: PathBuf,
     listener: Mutex<Value>,
     version: AtomicU64,
+    /// Listeners added by [`Envoy::add_listener`], written after the ingress one.
+    extra: Mutex<Vec<Value>>,
 }
 
 impl Lds {
@@ -226,9 +277,15 @@ impl Lds {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let mut resource = listener.clone();
         resource["@type"] = Value::from("type.googleapis.com/envoy.config.listener.v3.Listener");
+        let mut resources = vec![resource];
+        for extra in self.extra.lock().expect("extra listeners").iter() {
+            let mut extra = extra.clone();
+            extra["@type"] = Value::from("type.googleapis.com/envoy.config.listener.v3.Listener");
+            resources.push(extra);
+        }
         let mut response = serde_yaml::Mapping::new();
         response.insert("version_info".into(), Value::from(version.to_string()));
-        response.insert("resources".into(), Value::Sequence(vec![resource]));
+        response.insert("resources".into(), Value::Sequence(resources));
         let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
         let dir = self.path.parent().and_then(Path::parent).expect("lds dir");
         let temporary = dir.join(format!("listeners-{version}.yaml.tmp"));
@@ -345,7 +402,43 @@ impl Envoy {
             if let Some(plugin_config) = &options.plugin_config {
                 config["configuration"]["value"] = Value::from(plugin_config.clone());
             }
+            if options.refuse_bad_config {
+                config["vm_config"]["environment_variables"]["key_values"]
+                    ["CANARY_ROUTER_ON_BAD_CONFIG"] = Value::from("refuse");
+            }
         }
+        let ecds = options.filter_from_ecds.then(|| {
+            let ingress = listener_mut(&mut yaml, "ingress");
+            let filters = http_connection_manager(ingress)["http_filters"]
+                .as_sequence_mut()
+                .expect("http_filters");
+            let wasm_filter = filters
+                .iter_mut()
+                .find(|f| f["name"].as_str() == Some("canary-router"))
+                .expect("canary-router filter");
+            let typed_config = wasm_filter["typed_config"].clone();
+            let watched = dir.join("ecds");
+            fs::create_dir_all(&watched).expect("create the ECDS dir");
+            let ecds = Ecds {
+                path: watched.join("canary-router.yaml"),
+                typed_config: Mutex::new(typed_config.clone()),
+                version: AtomicU64::new(0),
+            };
+            ecds.write(&typed_config);
+            // As istiod sends it: no default_config, so a listener waits (warms)
+            // until the resource has come.
+            *wasm_filter = serde_yaml::from_str(&format!(
+                "name: {ECDS_RESOURCE}\nconfig_discovery:\n  config_source:\n    resource_api_version: V3\n    path_config_source:\n      path: {}\n      watched_directory: {{ path: {} }}\n  type_urls: [type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm]\n",
+                ecds.path.display(),
+                watched.display()
+            ))
+            .expect("config_discovery");
+            if yaml["node"].is_null() {
+                yaml["node"] = serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }")
+                    .expect("node");
+            }
+            ecds
+        });
         let rds = options.routes_from_file.then(|| {
             let hcm = http_connection_manager(listener_mut(&mut yaml, "ingress"));
             let routes = hcm
@@ -388,6 +481,7 @@ impl Envoy {
                 path: watched.join("listeners.yaml"),
                 listener: Mutex::new(listener.clone()),
                 version: AtomicU64::new(0),
+                extra: Mutex::new(Vec::new()),
             };
             lds.write(&listener);
             let source: Value = serde_yaml::from_str(&format!(
@@ -435,6 +529,7 @@ impl Envoy {
             log_path,
             lds,
             rds,
+            ecds,
         };
         envoy.wait_ready(Duration::from_secs(60))?;
         Ok(envoy)
@@ -582,6 +677,85 @@ impl Envoy {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// With `filter_from_ecds`: replaces the plugin configuration JSON in the ECDS
+    /// resource and waits until Envoy has taken it (`Ok`: from now on new requests
+    /// get the new filter config) or rejected it (`Err` with the log since).
+    /// Panics if neither happens within 30 s.
+    pub fn push_ecds(&self, plugin_config: &str) -> Result<(), String> {
+        let ecds = self
+            .ecds
+            .as_ref()
+            .expect("Envoy::push_ecds needs EnvoyOptions::filter_from_ecds");
+        let mut typed_config = ecds.typed_config.lock().expect("typed_config");
+        let mut candidate = typed_config.clone();
+        candidate["config"]["configuration"]["value"] = Value::from(plugin_config.to_string());
+        let stat = |what: &str| {
+            self.stats()
+                .get(&format!(
+                    "extension_config_discovery.http_filter.{ECDS_RESOURCE}.{what}"
+                ))
+                .copied()
+                .unwrap_or(0)
+        };
+        let (reloads, failures) = (stat("config_reload"), stat("config_fail"));
+        let log_before = self.log().len();
+        ecds.write(&candidate);
+        let start = Instant::now();
+        loop {
+            if stat("config_reload") > reloads {
+                *typed_config = candidate;
+                return Ok(());
+            }
+            if stat("config_fail") > failures {
+                let log = self.log();
+                return Err(log.get(log_before..).unwrap_or(&log).to_string());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "Envoy neither took nor rejected the ECDS update:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// With `listener_from_file`: adds a copy of the ingress listener (same filters,
+    /// so with `filter_from_ecds` the same ECDS resource) named `name` on a new port,
+    /// and waits until it accepts connections. Returns its address.
+    pub fn add_listener(&self, name: &str) -> SocketAddr {
+        let lds = self
+            .lds
+            .as_ref()
+            .expect("Envoy::add_listener needs EnvoyOptions::listener_from_file");
+        let port = free_port();
+        let mut copy = lds.listener.lock().expect("listener").clone();
+        copy["name"] = Value::from(name);
+        set_port(&mut copy["address"], port);
+        http_connection_manager(&mut copy)["stat_prefix"] = Value::from(name);
+        let accepted = self
+            .stats()
+            .get("listener_manager.lds.update_success")
+            .copied()
+            .unwrap_or(0);
+        lds.extra.lock().expect("extra listeners").push(copy);
+        let ingress = lds.listener.lock().expect("listener").clone();
+        lds.write(&ingress);
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                let stats = self.stats();
+                stats
+                    .get("listener_manager.lds.update_success")
+                    .is_some_and(|n| *n > accepted)
+                    && stats.get("listener_manager.total_listeners_warming") == Some(&0)
+                    && TcpStream::connect(address).is_ok()
+            }),
+            "listener {name} never came up:\n{}",
+            self.log()
+        );
+        address
     }
 
     /// With `routes_from_file`: changes the ingress route configuration (`change`
@@ -754,7 +928,14 @@ impl Client {
         path: &str,
         headers: &[(&[u8], &[u8])],
     ) -> std::io::Result<Response> {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: test\r\n").into_bytes();
+        let mut raw = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+        // `host: test` unless the request names its own host (`:authority`).
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+        {
+            raw.extend_from_slice(b"host: test\r\n");
+        }
         for (name, value) in headers {
             raw.extend_from_slice(name);
             raw.extend_from_slice(b": ");

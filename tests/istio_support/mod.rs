@@ -22,7 +22,8 @@ pub fn repo_root() -> PathBuf {
 /// Directories whose YAML files are Kubernetes manifests (applied with kubectl).
 pub const MANIFEST_DIRS: [&str; 3] = ["istio/app", "istio/gateway", "istio/gateway-api"];
 /// The other YAML files under istio/, each checked by its own test.
-pub const OTHER_YAML: [&str; 5] = [
+pub const OTHER_YAML: [&str; 6] = [
+    "istio/admission/policy.yaml", // tests/admission_policy.rs
     "istio/monitoring/istio-values.yaml",
     "istio/monitoring/prometheus-rules.yaml",
     "istio/monitoring/prometheus-rules.test.yaml",
@@ -819,12 +820,14 @@ pub fn cross_check(docs: &[Doc]) -> Vec<String> {
         }
     }
     // One config for the whole rollout: every proxy must decide alike. Only the
-    // override block may differ (e.g. a token at the internet-facing gateway), and
-    // the fingerprint of the config's text.
+    // override block may differ (e.g. a token at the internet-facing gateway), the
+    // hosts (the names the service has where the plugin runs), and the fingerprint
+    // of the config's text.
     if let Some(((first, first_config), rest)) = configs.split_first() {
         for (other, config) in rest {
             let mut comparable = config.clone();
             comparable.override_ = first_config.override_.clone();
+            comparable.hosts = first_config.hosts.clone();
             comparable.fingerprint = first_config.fingerprint;
             if &comparable != first_config {
                 errors.push(format!(
@@ -1364,7 +1367,15 @@ pub fn render(
                         }
                     }
                 }
-                spec["pluginConfig"] = plugin_config.clone();
+                // `hosts` belongs to the placement (the callers' sidecars know the
+                // service by its cluster names, the gateway by its public one): each
+                // manifest keeps its own unless your config sets hosts.
+                let own_hosts = spec["pluginConfig"].get("hosts").cloned();
+                let mut config = plugin_config.clone();
+                if let (Some(hosts), Some(c)) = (own_hosts, config.as_object_mut()) {
+                    c.entry("hosts").or_insert(hosts);
+                }
+                spec["pluginConfig"] = config;
             }
             "DestinationRule" => {
                 doc.value["spec"]["subsets"] = Value::Array(
@@ -1574,6 +1585,14 @@ pub fn exported_metrics(p: &str) -> BTreeMap<String, BTreeSet<&'static str>> {
         BTreeSet::from(["version"]),
     );
     m.insert(format!("{p}_guard_tripped"), BTreeSet::from(["version"]));
+    // Config health: always under the default prefix, no tags (issue 12).
+    for name in [
+        canary_router::metrics::CONFIG_REJECTED_TOTAL,
+        canary_router::metrics::CONFIG_STALE,
+        canary_router::metrics::CONFIG_SAFE_MODE,
+    ] {
+        m.insert(name.to_string(), BTreeSet::new());
+    }
     m
 }
 
