@@ -83,9 +83,13 @@ demo: wasm envoy
 demo-rollback: wasm envoy
 	$(CARGO) run --quiet --release --example demo_rollback
 
-## test: lint, unit tests, and the end-to-end tests against a real Envoy
-test: lint build envoy grpc-tools
-	$(CARGO) test --profile $(TEST_PROFILE) --workspace --lib --tests
+## test: lint, unit tests, and the end-to-end tests against a real Envoy. The tests
+## load the release `.wasm` (what users deploy) and run the CLI built in the test
+## profile (the same source as `make cli`, without LTO: a third of make test's time).
+TEST_CLI := target/$(TEST_PROFILE)/canary-router
+test: lint wasm envoy grpc-tools
+	$(CARGO) build --profile $(TEST_PROFILE) -p canary-router-cli
+	CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) test --profile $(TEST_PROFILE) --workspace --lib --tests
 
 ## unit: only the native tests of the pure core
 unit:
@@ -93,8 +97,9 @@ unit:
 	$(CARGO) test --profile $(TEST_PROFILE) -p canary-router-cli --bins
 
 ## e2e: only the end-to-end tests against a real Envoy
-e2e: build envoy grpc-tools
-	$(CARGO) test --profile $(TEST_PROFILE) --workspace --test '*'
+e2e: wasm envoy grpc-tools
+	$(CARGO) build --profile $(TEST_PROFILE) -p canary-router-cli
+	CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) test --profile $(TEST_PROFILE) --workspace --test '*'
 
 ## fuzz: the property tests (tests/properties.rs) with many more cases and a fresh
 ## seed, in the dev profile so that integer overflow fails too; by hand, not in CI.

@@ -51,7 +51,7 @@ $(PROMTOOL):
 
 ## istio-test: the Istio tests only
 istio-test: build envoy promtool
-	$(CARGO) test --release --test istio_manifests --test oci_image --test istio_monitoring --test istio_e2e
+	$(CARGO) test --profile $(TEST_PROFILE) --test istio_manifests --test oci_image --test istio_monitoring --test istio_e2e
 
 # The Istio tests run in `make test` and `make e2e` too; they need promtool.
 test e2e: promtool

@@ -2,7 +2,8 @@
 //! running the built `canary-router`, and what the filter itself receives for a
 //! fixture.
 //!
-//! The tests run the binary that `make cli` (and `make build`, `make test`) builds at
+//! The tests run the binary at `$CANARY_ROUTER_BIN` (`make test` builds it in the
+//! test profile and sets it), else the one `make cli` builds at
 //! `target/release/canary-router`, as the end-to-end tests run the `.wasm` that
 //! `make build` builds: a missing or stale binary is a failure, never a skip. (A
 //! test in cli/ could use Cargo's `CARGO_BIN_EXE_`, but building the binary inside
