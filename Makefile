@@ -90,10 +90,15 @@ demo-rollback: wasm envoy
 ## test: lint, unit tests, and the end-to-end tests against a real Envoy. The tests
 ## load the release `.wasm` (what users deploy) and run the CLI built in the test
 ## profile (the same source as `make cli`, without LTO: a third of make test's time).
+## cargo-nextest, where installed, runs the tests of every binary in one pool instead
+## of one binary after another (same parallelism); else `cargo test`.
 TEST_CLI := target/$(TEST_PROFILE)/canary-router
+RUN_TESTS = if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) nextest run --no-fail-fast --cargo-profile $(TEST_PROFILE) $(1); \
+	else CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) test --no-fail-fast --profile $(TEST_PROFILE) $(1); fi
 test: lint wasm envoy grpc-tools
 	$(CARGO) build --profile $(TEST_PROFILE) -p canary-router-cli
-	CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) test --profile $(TEST_PROFILE) --workspace --lib --tests
+	$(call RUN_TESTS,--workspace --lib --tests)
 
 ## unit: only the native tests of the pure core
 unit:
@@ -103,7 +108,7 @@ unit:
 ## e2e: only the end-to-end tests against a real Envoy
 e2e: wasm envoy grpc-tools
 	$(CARGO) build --profile $(TEST_PROFILE) -p canary-router-cli
-	CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) test --profile $(TEST_PROFILE) --workspace --test '*'
+	$(call RUN_TESTS,--workspace --test '*')
 
 ## fuzz: the property tests (tests/properties.rs) with many more cases and a fresh
 ## seed, in the dev profile so that integer overflow fails too; by hand, not in CI.

@@ -171,7 +171,9 @@ impl SafeMode {
             .override_
             .and_then(|o| o.token)
             .and_then(|t| t.header);
-        for name in [salvaged.route_header, token].into_iter().flatten() {
+        // Pick mode's header too: a client-sent pick value must not decide either.
+        let pick = salvaged.hash.and_then(|h| h.pick_header);
+        for name in [salvaged.route_header, token, pick].into_iter().flatten() {
             let name = name.0.to_ascii_lowercase();
             if is_header_name(&name) && !remove.contains(&name) {
                 remove.push(name);
@@ -197,6 +199,14 @@ struct Salvaged {
     route_header: Option<LenientString>,
     #[serde(default, rename = "override")]
     override_: Option<SalvagedOverride>,
+    #[serde(default)]
+    hash: Option<SalvagedHash>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct SalvagedHash {
+    #[serde(default)]
+    pick_header: Option<LenientString>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -363,5 +373,9 @@ mod tests {
             ["x-canary-version"]
         );
         assert_eq!(remove(r#"[1,2]"#), ["x-canary-version"]);
+        assert_eq!(
+            remove(r#"{"versions":[],"hash":{"pick_header":"X-Canary-Pick","pick_total":0}}"#),
+            ["x-canary-version", "x-canary-pick"]
+        );
     }
 }

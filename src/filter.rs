@@ -11,6 +11,10 @@
 //! itself after a filter of this ABI (0.2.1) changes request headers, so no
 //! explicit `clear_route_cache` call is made.
 //!
+//! Pick mode (`hash.pick_header`) writes the pick header or the route header (and
+//! removes the other only if the client sent it), and reads the attribute
+//! `xds.cluster_name` once per response to learn the version that served it.
+//!
 //! gRPC calls (request `content-type: application/grpc`, found in the header map
 //! already read) whose outcome is counted (`metrics.responses`, or a guard that
 //! compares their version) pay `:status` and one more read, `grpc-status` from the
@@ -24,7 +28,7 @@
 //! at once, so the guard trips as soon as the proxy has seen enough failures.
 
 use crate::config::{format_basis_points, Config, ConfigError};
-use crate::decide::{decide, Rng, Routing};
+use crate::decide::{decide, Reason, Rng, Routing};
 use crate::fallback::{Fallback, LoadHistory, OnBadConfig, SafeMode, ON_BAD_CONFIG_ENV};
 use crate::grpc::{
     is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
@@ -35,6 +39,7 @@ use crate::metrics::{
     code_class_index, MetricKind, MetricSink, MetricTable, CONFIG_REJECTED_TOTAL, CONFIG_SAFE_MODE,
     CONFIG_STALE,
 };
+use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
 use crate::request::{RequestFacts, SerializedHeaders};
 use crate::trust::parse_socket_ip;
 use log::{error, info, warn};
@@ -220,7 +225,8 @@ fn log_rejection(errors: &[ConfigError]) {
 }
 
 fn publish_weights(active: &Active, live: &mut Live, weights: Vec<u32>) {
-    if live.weights == weights {
+    // Pick mode: the weights are the route's, unknown here; the gauges stay at 0.
+    if live.weights == weights || active.config.hash.pick.is_some() {
         return;
     }
     for (id, weight) in active.metrics.weights().iter().zip(&weights) {
@@ -383,6 +389,22 @@ fn summary(active: &Active) -> String {
         .zip(&weights)
         .map(|(v, w)| format!("{}={}%", v.name, format_basis_points((*w).into())))
         .collect();
+    let split = match &active.config.hash.pick {
+        // The route's weights decide; the config has none to show.
+        Some(pick) => vec![format!(
+            "{} (pick mode: {} for routes whose weights sum to {})",
+            active
+                .config
+                .versions
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            pick.header,
+            pick.total
+        )],
+        None => split,
+    };
     format!(
         "route_header={} versions {}{}{}",
         active.config.route_header,
@@ -568,6 +590,7 @@ impl RootContext for CanaryRoot {
             live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
             decided: None,
+            learn_cluster: false,
             grpc: false,
             grpc_pending: None,
         }))
@@ -586,6 +609,9 @@ struct CanaryRequest {
     rng: Rc<Cell<Rng>>,
     /// The version this request went to and when the decision was made.
     decided: Option<(usize, Option<SystemTime>)>,
+    /// Pick mode: the route's weights chose the cluster, so the response side learns
+    /// the version from the cluster's name.
+    learn_cluster: bool,
     /// A gRPC call whose outcome is counted (its metric or a guard needs it).
     grpc: bool,
     /// A gRPC call whose status is still to come, in the trailers: its version.
@@ -616,8 +642,19 @@ impl HttpContext for CanaryRequest {
             }
         }
         let mut rng = self.rng.get();
-        let assignment = decide(&active.config, &live.routing, &request, &mut rng);
+        let (assignment, pick_write) = match &active.config.hash.pick {
+            Some(pick) => {
+                let (assignment, write) =
+                    decide_pick(&active.config, pick, &live.routing, &request, &mut rng);
+                (assignment, Some((pick, write)))
+            }
+            None => (
+                decide(&active.config, &live.routing, &request, &mut rng),
+                None,
+            ),
+        };
         self.rng.set(rng);
+
         drop(live);
         // The override secret stops here: upstreams and their logs never see it.
         if let Some(token) = &active.config.override_.token {
@@ -626,6 +663,45 @@ impl HttpContext for CanaryRequest {
             }
         }
 
+        // gRPC is told by the content-type in the map already read: no host call.
+        // Its outcome is read only if counted, or if the guard compares this version
+        // (in pick mode the version is known only from the cluster, at the response).
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| pick_write.is_some() || g.watches(assignment.version));
+        self.grpc = (active.metrics.counts_grpc() || guard_watches)
+            && request
+                .header("content-type")
+                .is_some_and(is_grpc_content_type);
+        if let Some((pick, write)) = pick_write {
+            write_pick(&active.config, &pick.header, write, &request);
+            let id = match (write, assignment.reason) {
+                (RouteWrite::Pick(_) | RouteWrite::Draw, Reason::Hash | Reason::Random) => {
+                    active.metrics.weighted_request(assignment.reason)
+                }
+                _ => active
+                    .metrics
+                    .request(assignment.version, assignment.reason),
+            };
+            if let Some(id) = id {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+            let started = if active.metrics.records_latency() {
+                hostcalls::get_current_time().ok()
+            } else {
+                None
+            };
+            self.decided = Some((assignment.version, started));
+            // The served version, from the cluster (a host call per response), only
+            // if something counts per version.
+            self.learn_cluster = active.metrics.counts_responses()
+                || active.metrics.records_latency()
+                || active.config.guard.is_some()
+                || self.grpc;
+            return Action::Continue;
+        }
         let Some(version) = active.config.versions.get(assignment.version) else {
             return Action::Continue;
         };
@@ -643,17 +719,6 @@ impl HttpContext for CanaryRequest {
         {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        // gRPC is told by the content-type in the map already read: no host call.
-        // Its outcome is read only if counted, or if the guard compares this version.
-        let guard_watches = active
-            .config
-            .guard
-            .as_ref()
-            .is_some_and(|g| g.watches(assignment.version));
-        self.grpc = (active.metrics.counts_grpc() || guard_watches)
-            && request
-                .header("content-type")
-                .is_some_and(is_grpc_content_type);
         let started = if active.metrics.records_latency() {
             hostcalls::get_current_time().ok()
         } else {
@@ -664,9 +729,26 @@ impl HttpContext for CanaryRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(active), Some((version, started))) =
+        let (Some(active), Some((decided, started))) =
             (self.active.as_deref(), self.decided.take())
         else {
+            return Action::Continue;
+        };
+        let version = if self.learn_cluster {
+            // The upstream cluster the router picked. Envoy 1.40 answers the
+            // attribute `xds.cluster_name`; the older top-level `cluster_name` is empty.
+            match hostcalls::get_property(vec!["xds", "cluster_name"]) {
+                Ok(Some(cluster)) => version_of_cluster(
+                    &cluster,
+                    active.config.versions.iter().map(|v| v.name.as_str()),
+                ),
+                _ => None,
+            }
+        } else {
+            Some(decided)
+        };
+        // Pick mode, a cluster that is no version's: nothing per version to count.
+        let Some(version) = version else {
             return Action::Continue;
         };
         // No response-side host call that the config does not use: the guard needs
@@ -806,6 +888,34 @@ impl CanaryRequest {
         if failed && version == guard.version {
             let now = now.map_or_else(now_ms, unix_ms).unsigned_abs();
             sync_guard(active, guard, &mut live, now);
+        }
+    }
+}
+
+/// Pick mode: sets the route header or the pick header as the decision says and
+/// removes the other, so that neither a client-sent route header nor a client-sent
+/// pick value ever decides. A header the client did not send is not removed (a
+/// host call saved).
+fn write_pick(config: &Config, pick_header: &str, write: RouteWrite, request: &HostRequest) {
+    let (route_value, pick_value) = match write {
+        RouteWrite::Version { version, pick } => (
+            config.versions.get(version).map(|v| v.name.clone()),
+            pick.map(|p| p.to_string()),
+        ),
+        RouteWrite::Pick(value) => (None, Some(value.to_string())),
+        RouteWrite::Draw => (None, None),
+    };
+    for (name, value) in [
+        (config.route_header.as_str(), route_value),
+        (pick_header, pick_value),
+    ] {
+        if value.is_none() && request.header(name).is_none() {
+            continue;
+        }
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
+        {
+            warn!("cannot set {name}: {status:?}");
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
 //! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
+//! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
 //! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
 //! - `filter`: the proxy-wasm contexts (host calls only; built for wasm32).
 
@@ -30,6 +31,7 @@ pub mod grpc;
 pub mod guard;
 pub mod hosts;
 pub mod metrics;
+pub mod pick;
 pub mod request;
 pub mod schedule;
 pub mod trust;

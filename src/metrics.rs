@@ -21,6 +21,9 @@ pub trait MetricSink {
     fn define(&mut self, kind: MetricKind, name: &str) -> Result<u32, Self::Error>;
 }
 
+/// Pick mode: the reasons whose destination the route's weights choose.
+pub const WEIGHTED_REASONS: [Reason; 2] = [Reason::Hash, Reason::Random];
+
 /// Status classes counted per version: 1xx..5xx.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -86,6 +89,9 @@ pub struct MetricTable {
     durations: Vec<u32>,
     weights: Vec<u32>,
     guard_tripped: Option<u32>,
+    /// Pick mode: decisions the route's weights make, per reason, under the version
+    /// label [`crate::pick::WEIGHTED_VERSION`].
+    weighted: Vec<u32>,
 }
 
 impl MetricTable {
@@ -99,6 +105,7 @@ impl MetricTable {
             durations: Vec::with_capacity(n),
             weights: Vec::with_capacity(n),
             guard_tripped: None,
+            weighted: Vec::new(),
         };
         for version in &config.versions {
             let v = version.name.as_str();
@@ -140,6 +147,14 @@ impl MetricTable {
             let name = guard_tripped_gauge_name(prefix, &guarded.name);
             table.guard_tripped = Some(sink.define(MetricKind::Gauge, &name)?);
         }
+        if config.hash.pick.is_some() {
+            for reason in WEIGHTED_REASONS {
+                let name = requests_total_name(prefix, crate::pick::WEIGHTED_VERSION, reason);
+                table
+                    .weighted
+                    .push(sink.define(MetricKind::Counter, &name)?);
+            }
+        }
         Ok(table)
     }
 
@@ -171,6 +186,12 @@ impl MetricTable {
         self.requests
             .get(version * Reason::ALL.len() + reason.index())
             .copied()
+    }
+
+    /// Pick mode: the counter of a decision the route's weights make (`hash`, `random`).
+    pub fn weighted_request(&self, reason: Reason) -> Option<u32> {
+        let at = WEIGHTED_REASONS.iter().position(|r| *r == reason)?;
+        self.weighted.get(at).copied()
     }
 
     pub fn response(&self, version: usize, code_class: usize) -> Option<u32> {

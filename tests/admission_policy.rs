@@ -347,6 +347,8 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
         ("guard-missing-rate.yaml", &["guard.max_error_rate"][..]),
         ("hash-without-source.json", &["hash"][..]),
         ("hosts-errors.json", &["hosts[1]"][..]),
+        ("pick-mode-errors.json", &["versions[1].weight"][..]),
+        ("pick-total-without-header.json", &["hash.pick_total"][..]),
         ("metrics-prefix.json", &["metrics_prefix"][..]),
         ("missing-versions.json", &["versions"][..]),
         ("no-versions.json", &["versions"][..]),

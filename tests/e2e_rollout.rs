@@ -224,6 +224,14 @@ fn a_failing_canary_trips_the_guard_quickly_and_the_guard_re_arms_after_hold() {
     assert!(envoy
         .log()
         .contains("guard re-armed: canary gets its configured weight again"));
+    // The gauge shows the worker that wrote the re-arm; the worker serving this
+    // connection adopts it at its next tick, which a loaded machine can delay. Its
+    // first canary answer says it has: only then is the split measured.
+    assert!(
+        wait_until(Duration::from_secs(10), || client.get_with(&[]).served_by()
+            == "canary"),
+        "this connection's worker never adopted the re-arm"
+    );
     let canary = (0..400)
         .filter(|_| {
             let r = client.get_with(&[]);

@@ -144,6 +144,10 @@ pub struct Explain {
     /// Seed of the anonymous random draw (default: 1)
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Pick mode (hash.pick_header): the route's destinations and weights in the
+    /// route's order, e.g. primary=90,canary=10, to show where the pick value lands
+    #[arg(long, value_name = "NAME=W,...", value_parser = crate::pick::parse_route_weights)]
+    pub route_weights: Option<crate::pick::RouteWeights>,
 }
 
 #[derive(Debug, Clone, PartialEq, Args)]
@@ -163,6 +167,10 @@ pub struct Simulate {
     /// Seed of the anonymous random draws (default: 1)
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Pick mode (hash.pick_header), required there: the route's destinations and
+    /// weights in the route's order, e.g. primary=90,canary=10
+    #[arg(long, value_name = "NAME=W,...", value_parser = crate::pick::parse_route_weights)]
+    pub route_weights: Option<crate::pick::RouteWeights>,
 }
 
 /// A usage problem found after parsing (an unreadable CONFIG, a bad --at): the
@@ -305,7 +313,8 @@ mod tests {
                 cookies: vec![],
                 source: None,
                 guard_tripped: false,
-                seed: None
+                seed: None,
+                route_weights: None,
             })
         );
     }

@@ -8,6 +8,7 @@ use crate::{load, print, Failure};
 use canary_router::config::{Config, Split};
 use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
 use canary_router::grpc::is_grpc_content_type;
+use canary_router::pick::decide_pick;
 use canary_router::request::{serialize_headers, KnownSource, RequestFacts, SerializedHeaders};
 use canary_router::trust::token_matches;
 use serde_json::json;
@@ -48,6 +49,16 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
     };
     let rng = Rng::new(options.seed.unwrap_or(1));
     let assignment = decide(config, &routing, &request, &mut rng.clone());
+    // Pick mode: the filter's pick-mode decision, and what it writes.
+    let picked = config.hash.pick.as_ref().map(|pick| {
+        let (a, write) = decide_pick(config, pick, &routing, &request, &mut rng.clone());
+        (pick, a, write)
+    });
+    let mut assignment = picked.as_ref().map_or(assignment, |(_, a, _)| *a);
+    if picked.is_some() && assignment.reason == Reason::Random {
+        // The filter's own draw does not route in pick mode: Envoy draws.
+        assignment.bucket = None;
+    }
     // What it would have been with an armed guard: same draw, to say what the guard changed.
     let unguarded = decide(
         config,
@@ -62,15 +73,28 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         .versions
         .get(assignment.version)
         .map_or("?", |v| v.name.as_str());
-    let why = why(config, &routing.split, &request, &assignment, &unguarded);
+    let mut why = why(config, &routing.split, &request, &assignment, &unguarded);
+    if picked.is_some() {
+        why = pick_why(why, &assignment, &unguarded);
+    }
+    let explained = picked.as_ref().map(|(pick, a, write)| {
+        crate::pick::explain(config, pick, a, *write, options.route_weights.as_ref())
+    });
     let mut notes = override_notes(config, &request, &assignment);
+    if options.route_weights.is_some() && picked.is_none() {
+        notes.push("--route-weights: the config is not in pick mode (no hash.pick_header): its own weights decide".to_string());
+    }
     notes.extend(grpc_note(config, &request, version));
     if options.guard_tripped && config.guard.is_none() {
         notes.push("--guard-tripped: the config has no guard, so nothing changes".to_string());
     }
     let shows_time = config.is_scheduled() || loaded.at_given;
     if options.common.json {
-        let out = json!({
+        let version = match &explained {
+            Some(e) if e.version_line.is_some() => e.json["destination"].clone(),
+            _ => json!(version),
+        };
+        let mut out = json!({
             "version": version,
             "reason": assignment.reason.as_str(),
             "bucket": assignment.bucket,
@@ -80,11 +104,20 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             "why": why,
             "notes": notes,
         });
+        if let (Some(e), Some(fields)) = (&explained, out.as_object_mut()) {
+            if let Some(extra) = e.json.as_object() {
+                fields.extend(extra.clone());
+            }
+        }
         print(&format!("{out}\n"));
         return Ok(());
     }
+    let shown = explained
+        .as_ref()
+        .and_then(|e| e.version_line.clone())
+        .unwrap_or_else(|| version.to_string());
     let mut out = format!(
-        "version: {version}\nreason:  {}\n",
+        "version: {shown}\nreason:  {}\n",
         assignment.reason.as_str()
     );
     if let Some(bucket) = assignment.bucket {
@@ -97,9 +130,33 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
     if shows_time {
         out.push_str(&format!("at:      {}\n", format_rfc3339(loaded.now_ms)));
     }
-    out.push_str(&format!("sets:    {}: {version}\n", config.route_header));
+    match &explained {
+        Some(e) => {
+            for (label, text) in &e.lines {
+                out.push_str(&format!("{label}:{}{text}\n", " ".repeat(8 - label.len())));
+            }
+        }
+        None => out.push_str(&format!("sets:    {}: {version}\n", config.route_header)),
+    }
     print(&out);
     Ok(())
+}
+
+/// Pick mode: the bucket explains the pick value, not a version (the route's
+/// weights decide); a tripped guard sends everything the weights split to the baseline.
+fn pick_why(why: String, assignment: &Assignment, unguarded: &Assignment) -> String {
+    match (assignment.reason, unguarded.reason) {
+        (Reason::Hash, _) => why
+            .split_once("; buckets:")
+            .map_or(why.clone(), |(head, _)| head.to_string()),
+        (Reason::Guard, Reason::Hash | Reason::Random) => {
+            "the guard has tripped: every request the route's weights would split gets pick value 0, the first (baseline's) range".to_string()
+        }
+        (Reason::Random, _) => {
+            "no user ID: no pick value, so Envoy draws at random at the route's weights".to_string()
+        }
+        _ => why,
+    }
 }
 
 /// A request for another host than the config's `hosts`: the filter leaves it alone.

@@ -10,6 +10,7 @@
 mod args;
 mod explain;
 mod input;
+mod pick;
 mod schema;
 mod simulate;
 mod time;

@@ -65,6 +65,29 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
         split: config.split_at(loaded.now_ms),
         guard_tripped: options.guard_tripped,
     };
+    if let Some(pick) = &config.hash.pick {
+        // Pick mode: the route's weights decide, so the split is over its destinations.
+        let Some(weights) = &options.route_weights else {
+            return Err(Failure::Usage(crate::args::UsageError {
+                message: format!(
+                    "the config is in pick mode (hash.pick_header {}): the route's weights decide; give them with --route-weights NAME=W,... in the route's order",
+                    pick.header
+                ),
+                command: Some("simulate"),
+            }));
+        };
+        print(&crate::pick::simulate(
+            config,
+            pick,
+            &routing,
+            weights,
+            options.users,
+            options.anonymous.unwrap_or(options.users),
+            options.seed.unwrap_or(1),
+            options.common.json,
+        ));
+        return Ok(());
+    }
     let mut rng = Rng::new(options.seed.unwrap_or(1));
     let n_versions = config.versions.len();
 

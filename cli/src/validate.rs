@@ -115,11 +115,26 @@ pub fn summary(loaded: &Loaded) -> String {
     } else {
         String::new()
     };
+    // Pick mode: the route's weights decide; the config has none.
+    let versions = match &config.hash.pick {
+        Some(pick) => format!(
+            "{} (pick mode: the route's weights decide; pick value in {}, for weights adding up to {})",
+            config
+                .versions
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            pick.header,
+            pick.total
+        ),
+        None => versions_text(config, &weights),
+    };
     format!(
         "valid: {} version{}{when}: {}; {}",
         config.versions.len(),
         if config.versions.len() == 1 { "" } else { "s" },
-        versions_text(config, &weights),
+        versions,
         guard_text(config)
     )
 }
@@ -134,7 +149,8 @@ fn summary_json(loaded: &Loaded) -> Value {
         .map(|(v, &w)| {
             json!({
                 "name": v.name,
-                "weight": f64::from(w) / 100.0,
+                // Pick mode: the route's weights decide, the config has none.
+                "weight": config.hash.pick.is_none().then(|| f64::from(w) / 100.0),
                 "scheduled": matches!(v.weight, Weight::Scheduled(_)),
             })
         })
@@ -156,6 +172,7 @@ fn summary_json(loaded: &Loaded) -> Value {
         "versions": versions,
         "route_header": config.route_header,
         "buckets": config.buckets,
+        "pick": config.hash.pick.as_ref().map(|p| json!({"header": p.header, "total": p.total})),
         "guard": guard,
     })
 }

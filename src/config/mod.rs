@@ -73,6 +73,20 @@ pub enum Anonymous {
 #[derive(Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(title = "canary-router plugin config"))]
+// The versions after the baseline have a weight or a schedule, except in pick mode
+// (hash.pick_header set), where the route's weights decide and they have neither.
+#[cfg_attr(feature = "schema", schemars(extend(
+    "if" = { "required": ["hash"], "properties": { "hash": {
+        "required": ["pick_header"], "properties": { "pick_header": { "type": "string" } } } } },
+    "then" = { "properties": { "versions": { "items": { "not": { "anyOf": [
+        { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+        { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+    ] } } } } },
+    "else" = { "properties": { "versions": { "prefixItems": [true], "items": { "oneOf": [
+        { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+        { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+    ] } } } }
+)))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     /// The request header the filter sets to the chosen version's name; routes match
@@ -82,16 +96,14 @@ struct RawConfig {
     route_header: Option<String>,
     /// The versions of the service, in order, with unique names. The first is the
     /// baseline: it has no weight and takes the share the others leave. Every other
-    /// version has a weight or a schedule; the weights add up to at most 100.
+    /// version has a weight or a schedule (none in pick mode, hash.pick_header); the
+    /// weights add up to at most 100.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSIONS), extend(
         "prefixItems" = [{ "$ref": "#/$defs/Version", "not": { "anyOf": [
             { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
             { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
         ] } }],
-        "items" = { "$ref": "#/$defs/Version", "oneOf": [
-            { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
-            { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
-        ] }
+        "items" = { "$ref": "#/$defs/Version" }
     )))]
     versions: Vec<RawVersion>,
     /// Lets a request name its version by a header or a cookie.
@@ -238,7 +250,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         None => DEFAULT_ROUTE_HEADER.to_string(),
     };
     let buckets = hash::validate_buckets(raw.hash.as_ref(), &mut errors);
-    let versions = versions::validate_versions(&raw.versions, buckets, &mut errors);
+    let pick_mode = hash::pick_mode(raw.hash.as_ref());
+    let versions = versions::validate_versions(&raw.versions, buckets, pick_mode, &mut errors);
     let override_ = match raw.override_ {
         Some(o) => overrides::validate_override(o, &mut errors),
         None => OverrideConfig::default(),
@@ -258,6 +271,26 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
                 field,
                 format!("`{route_header}` is the route_header; it must be a different header"),
             ));
+        }
+    }
+    // Nor the pick value: the filter always writes or removes that header, so it
+    // cannot double as an input, nor be the route header.
+    if let Some(pick) = &hash.pick {
+        for (field, name) in [
+            ("route_header", Some(&route_header)),
+            ("hash.header", hash.header.as_ref()),
+            ("override.header", override_.header.as_ref()),
+            ("override.token.header", token_header.as_ref()),
+        ] {
+            if name == Some(&pick.header) {
+                errors.push(ConfigError::new(
+                    "hash.pick_header",
+                    format!(
+                        "`{}` is also {field}; the pick value needs a header of its own",
+                        pick.header
+                    ),
+                ));
+            }
         }
     }
 

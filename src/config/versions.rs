@@ -98,9 +98,12 @@ impl Split {
     }
 }
 
+/// `pick_mode`: `hash.pick_header` is set, so the route's weights decide: the
+/// versions after the baseline take no weight or schedule (they count as 0).
 pub(super) fn validate_versions(
     raw: &[RawVersion],
     buckets: u32,
+    pick_mode: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Version> {
     if raw.is_empty() {
@@ -125,7 +128,25 @@ pub(super) fn validate_versions(
                 format!("`{}` is already the name of versions[{first}]", v.name),
             ));
         }
+        if pick_mode && i > 0 && (v.weight.is_some() || v.schedule.is_some()) {
+            let what = if v.weight.is_some() {
+                "weight"
+            } else {
+                "schedule"
+            };
+            errors.push(ConfigError::new(
+                format!("{field}.{what}"),
+                format!("hash.pick_header is set: the route's weights decide, so a version has no {what}"),
+            ));
+        }
+        if pick_mode && v.name == crate::pick::WEIGHTED_VERSION {
+            errors.push(ConfigError::new(
+                format!("{field}.name"),
+                format!("`{}` is the metric label of the decisions the route's weights make in pick mode: choose another name", v.name),
+            ));
+        }
         let weight = match (i, v.weight, &v.schedule) {
+            _ if pick_mode && i > 0 => Weight::Fixed(0),
             (0, None, None) => Weight::Remainder,
             (0, _, _) => {
                 let what = if v.weight.is_some() {

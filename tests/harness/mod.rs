@@ -58,9 +58,14 @@ pub fn shipped_plugin_config() -> String {
 }
 
 fn load_envoy_yaml() -> Value {
-    let path = repo_root().join("envoy/envoy.yaml");
-    let text = fs::read_to_string(&path).expect("read envoy/envoy.yaml");
-    serde_yaml::from_str(&text).expect("envoy/envoy.yaml is YAML")
+    load_bootstrap("envoy/envoy.yaml")
+}
+
+/// A bootstrap under the repository root, e.g. `envoy/weighted-clusters.yaml`.
+fn load_bootstrap(relative: &str) -> Value {
+    let path = repo_root().join(relative);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {relative}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
 }
 
 fn listener_mut<'a>(yaml: &'a mut Value, name: &str) -> &'a mut Value {
@@ -138,6 +143,13 @@ pub struct EnvoyOptions {
     /// (a [`grpc::GrpcServer`]) instead of the demo upstreams: cluster name and
     /// port on 127.0.0.1. Envoy speaks HTTP/2 (prior knowledge) to them.
     pub h2_upstreams: Vec<(String, u16)>,
+    /// Another bootstrap (relative to the repository root) with the same listeners
+    /// and clusters as envoy/envoy.yaml, e.g. `envoy/weighted-clusters.yaml`.
+    pub bootstrap: Option<String>,
+    /// Serve the ingress route configuration from a file that Envoy watches (RDS
+    /// from a path), so that [`Envoy::set_routes`] can change it, as a rollout
+    /// controller changes weights through istiod.
+    pub routes_from_file: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -154,6 +166,8 @@ impl Default for EnvoyOptions {
             refuse_bad_config: false,
             filter_from_ecds: false,
             h2_upstreams: Vec::new(),
+            bootstrap: None,
+            routes_from_file: false,
         }
     }
 }
@@ -178,6 +192,8 @@ pub struct Envoy {
     pub log_path: PathBuf,
     /// With `listener_from_file`: the ingress listener as last written.
     lds: Option<Lds>,
+    /// With `routes_from_file`: the ingress route configuration as last written.
+    rds: Option<Rds>,
     /// With `filter_from_ecds`: the filter config resource Envoy watches.
     ecds: Option<Ecds>,
 }
@@ -216,6 +232,32 @@ impl Ecds {
         let temporary = dir.join(format!("ecds-{version}.yaml.tmp"));
         fs::write(&temporary, text).expect("write the ECDS file");
         fs::rename(&temporary, &self.path).expect("move the ECDS file into place");
+    }
+}
+
+/// The route configuration file Envoy watches, and what was last written to it.
+struct Rds {
+    path: PathBuf,
+    routes: Mutex<Value>,
+    version: AtomicU64,
+}
+
+impl Rds {
+    /// Writes the route configuration as a discovery response, atomically (a
+    /// temporary file renamed into the watched directory).
+    fn write(&self, routes: &Value) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut resource = routes.clone();
+        resource["@type"] =
+            Value::from("type.googleapis.com/envoy.config.route.v3.RouteConfiguration");
+        let mut response = serde_yaml::Mapping::new();
+        response.insert("version_info".into(), Value::from(version.to_string()));
+        response.insert("resources".into(), Value::Sequence(vec![resource]));
+        let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
+        let dir = self.path.parent().and_then(Path::parent).expect("rds dir");
+        let temporary = dir.join(format!("routes-{version}.yaml.tmp"));
+        fs::write(&temporary, text).expect("write the route file");
+        fs::rename(&temporary, &self.path).expect("move the route file into place");
     }
 }
 
@@ -283,7 +325,10 @@ impl Envoy {
 
         let (listener_port, admin_port, stable_port, canary_port) =
             (free_port(), free_port(), free_port(), free_port());
-        let mut yaml = load_envoy_yaml();
+        let mut yaml = match &options.bootstrap {
+            Some(relative) => load_bootstrap(relative),
+            None => load_envoy_yaml(),
+        };
         set_port(&mut yaml["admin"]["address"], admin_port);
         set_port(
             &mut listener_mut(&mut yaml, "ingress")["address"],
@@ -394,6 +439,33 @@ impl Envoy {
             }
             ecds
         });
+        let rds = options.routes_from_file.then(|| {
+            let hcm = http_connection_manager(listener_mut(&mut yaml, "ingress"));
+            let routes = hcm
+                .as_mapping_mut()
+                .and_then(|m| m.remove("route_config"))
+                .expect("the ingress has a route_config");
+            let name = routes["name"].as_str().expect("route_config.name").to_string();
+            let watched = dir.join("rds");
+            fs::create_dir_all(&watched).expect("create the RDS dir");
+            let rds = Rds {
+                path: watched.join("routes.yaml"),
+                routes: Mutex::new(routes.clone()),
+                version: AtomicU64::new(0),
+            };
+            rds.write(&routes);
+            hcm["rds"] = serde_yaml::from_str(&format!(
+                "route_config_name: {name}\nconfig_source:\n  resource_api_version: V3\n  path_config_source:\n    path: {}\n    watched_directory: {{ path: {} }}\n",
+                rds.path.display(),
+                watched.display()
+            ))
+            .expect("rds");
+            if yaml["node"].is_null() {
+                yaml["node"] = serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }")
+                    .expect("node");
+            }
+            rds
+        });
         let lds = options.listener_from_file.then(|| {
             let listeners = yaml["static_resources"]["listeners"]
                 .as_sequence_mut()
@@ -456,6 +528,7 @@ impl Envoy {
             dir,
             log_path,
             lds,
+            rds,
             ecds,
         };
         envoy.wait_ready(Duration::from_secs(60))?;
@@ -683,6 +756,53 @@ impl Envoy {
             self.log()
         );
         address
+    }
+
+    /// With `routes_from_file`: changes the ingress route configuration (`change`
+    /// gets the whole `RouteConfiguration`), writes the file and waits until Envoy
+    /// has taken it (the RDS `update_success` counter rises; `Err` with the log if
+    /// `update_rejected` does). Panics if neither happens within 30 s.
+    pub fn set_routes(&self, change: impl FnOnce(&mut Value)) -> Result<(), String> {
+        let rds = self
+            .rds
+            .as_ref()
+            .expect("Envoy::set_routes needs EnvoyOptions::routes_from_file");
+        let mut routes = rds.routes.lock().expect("routes");
+        let mut candidate = routes.clone();
+        change(&mut candidate);
+        let name = candidate["name"]
+            .as_str()
+            .expect("route_config.name")
+            .to_string();
+        let stat = |what: &str| {
+            self.stats()
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("http.") && k.ends_with(&format!(".rds.{name}.{what}"))
+                })
+                .map(|(_, v)| *v)
+                .sum::<u64>()
+        };
+        let (accepted, rejected) = (stat("update_success"), stat("update_rejected"));
+        let log_before = self.log().len();
+        rds.write(&candidate);
+        let start = Instant::now();
+        loop {
+            if stat("update_success") > accepted {
+                *routes = candidate;
+                return Ok(());
+            }
+            if stat("update_rejected") > rejected {
+                let log = self.log();
+                return Err(log.get(log_before..).unwrap_or(&log).to_string());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "Envoy neither took nor rejected the route update:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// [`Envoy::reload`] with a new plugin configuration JSON.

@@ -22,11 +22,19 @@ pub fn repo_root() -> PathBuf {
 /// Directories whose YAML files are Kubernetes manifests (applied with kubectl).
 pub const MANIFEST_DIRS: [&str; 3] = ["istio/app", "istio/gateway", "istio/gateway-api"];
 /// The other YAML files under istio/, each checked by its own test.
-pub const OTHER_YAML: [&str; 4] = [
+pub const OTHER_YAML: [&str; 6] = [
     "istio/admission/policy.yaml", // tests/admission_policy.rs
     "istio/monitoring/istio-values.yaml",
     "istio/monitoring/prometheus-rules.yaml",
     "istio/monitoring/prometheus-rules.test.yaml",
+    // With Flagger or Argo Rollouts: tests/controllers_manifests.rs.
+    "istio/controllers/flagger.yaml",
+    "istio/controllers/argo-rollouts.yaml",
+];
+/// The rollout controllers' CRD schemas (vendored, each folder with its SOURCE).
+pub const CONTROLLER_CRD_DIRS: [&str; 2] = [
+    "tests/fixtures/flagger-crds",
+    "tests/fixtures/argo-rollouts-crds",
 ];
 pub const CRD_DIR: &str = "tests/fixtures/istio-crds";
 /// The tag keys Istio must turn into labels (`extraStatTags`).
@@ -201,9 +209,22 @@ pub fn openapi_to_json_schema(schema: &Value) -> Value {
 impl Schemas {
     /// Every served version of every CRD in `tests/fixtures/istio-crds`.
     pub fn load() -> Schemas {
-        let dir = repo_root().join(CRD_DIR);
+        Self::load_dirs(&[CRD_DIR])
+    }
+
+    /// Every served version of every CRD in these directories (relative to the
+    /// repository root).
+    pub fn load_dirs(dirs: &[&str]) -> Schemas {
         let mut versions = Vec::new();
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        for dir in dirs {
+            versions.extend(Self::load_dir(&repo_root().join(dir)).versions);
+        }
+        Schemas { versions }
+    }
+
+    fn load_dir(dir: &Path) -> Schemas {
+        let mut versions = Vec::new();
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
@@ -266,7 +287,7 @@ impl Schemas {
         let mut errors = check_metadata(&doc.value);
         let api_version = doc.api_version();
         let kind = doc.kind();
-        if api_version.contains("istio.io/") {
+        if api_version.contains("istio.io/") || self.find(api_version, kind).is_some() {
             match self.find(api_version, kind) {
                 None => errors.push(format!(
                     "{kind} in {api_version} is not served by Istio's CRDs"
@@ -364,6 +385,21 @@ fn eval_cel(rule: &str, v: &Value) -> Option<bool> {
         "self.all(key, key.size() != 0)" => v.as_object()?.keys().all(|k| !k.is_empty()),
         "!self.contains(\"*\")" => !v.as_str()?.contains('*'),
         "self.size() == 0" => v.as_str()?.is_empty(),
+        // EnvoyFilter.
+        "(has(self.workloadSelector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1" => {
+            count(&["workloadSelector", "targetRefs"]) <= 1
+        }
+        "has(self.context) ? ((self.context == \"WAYPOINT\") ? has(self.waypoint) : !has(self.waypoint)) : !has(self.waypoint)" => {
+            if v["context"] == "WAYPOINT" {
+                has("waypoint")
+            } else {
+                !has("waypoint")
+            }
+        }
+        "0 < self && self <= 65535" => v.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
+        // Argo Rollouts: a transition rule (immutable selector), not evaluated when a
+        // resource is created.
+        "self == oldSelf" => true,
         "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1" => {
             count(&["selector", "targetRef", "targetRefs"]) <= 1
         }
