@@ -21,12 +21,16 @@ all: build
 ## build: the filter (.wasm) and the command-line tool
 build: wasm cli
 
-## wasm: the filter, at target/wasm32-wasip1/release/canary_router.wasm, shrunk by
-## wasm-opt (binaryen) in place. Cargo puts its own artifact back there on every
-## build, so this is idempotent; a plain `cargo build` gives the unshrunk module.
+## wasm: the filter, at target/wasm32-wasip1/release/canary_router.wasm, without the
+## proxy-wasm callbacks it never uses (tools/wasm_drop_exports.py: the host then skips
+## those events instead of entering the VM) and shrunk by wasm-opt (binaryen) in
+## place. Cargo puts its own artifact back there on every build, so this is
+## idempotent; a plain `cargo build` gives the unshrunk module.
 wasm: wasm-target wasm-opt
 	$(CARGO) build --release --target $(WASM_TARGET) --lib
-	wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM).opt
+	python3 tools/wasm_drop_exports.py $(WASM) $(WASM).trim
+	wasm-opt $(WASM_OPT_FLAGS) $(WASM).trim -o $(WASM).opt
+	rm $(WASM).trim
 	mv $(WASM).opt $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 

@@ -100,13 +100,6 @@ fn main() {
         100.0 * totals.1 as f64 / (totals.0 + totals.1) as f64
     );
 
-    // Histograms reach /stats/prometheus at Envoy's next stats flush (5 s).
-    harness::wait_until(std::time::Duration::from_secs(10), || {
-        envoy
-            .prometheus()
-            .sum("canary_request_duration_milliseconds_count", &[])
-            >= (totals.0 + totals.1) as f64
-    });
     let metrics = envoy.prometheus();
     println!("Decisions per version and reason (canary_requests_total):");
     for version in ["stable", "canary"] {
@@ -122,11 +115,20 @@ fn main() {
     }
     println!("\nFrom http://{}/stats/prometheus:", envoy.admin);
     let text = envoy.admin_get("/stats/prometheus").body_text();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("canary_") && !l.starts_with('#') && !l.ends_with(" 0"))
+    {
+        println!("  {line}");
+    }
+    // Response classes and latency per version: Envoy counts them per cluster by
+    // itself (in Istio: istio_requests_total by destination_version), so the
+    // filter's own per-version response and latency metrics are opt-in.
+    println!("\nResponses per version, Envoy's own cluster stats:");
     for line in text.lines().filter(|l| {
-        (l.starts_with("canary_requests_total") || l.starts_with("canary_responses_total"))
-            && !l.ends_with(" 0")
-            || l.starts_with("canary_request_duration_milliseconds_count")
-            || l.starts_with("canary_request_duration_milliseconds_sum")
+        l.starts_with("envoy_cluster_upstream_rq_xx{")
+            && (l.contains("envoy_cluster_name=\"stable\"")
+                || l.contains("envoy_cluster_name=\"canary\""))
     }) {
         println!("  {line}");
     }

@@ -2,22 +2,25 @@
 //! decision needs from Envoy, writes back what the decision returns and counts it.
 //! No routing logic lives here.
 //!
-//! Host calls per request: one read of the whole request header map, one header
-//! write, one counter increment and one clock read on the way in; one `:status`
-//! read, one counter increment, one clock read and one histogram record on the way
-//! out. `metrics.latency: false` drops the clock reads and the histogram,
-//! `metrics.responses: false` the `:status` read (unless a guard needs it) and the
-//! counter. Envoy clears the route cache itself after a filter of this ABI (0.2.1)
-//! changes request headers, so no explicit `clear_route_cache` call is made.
+//! Host calls per request, by default: one read of the whole request header map,
+//! one header write and one counter increment, all on the way in. Opt-in metrics
+//! add their own: `metrics.latency` two clock reads and a histogram record,
+//! `metrics.responses` a `:status` read and a counter increment per response. A
+//! guard reads `:status` only for the versions it compares (the guarded version,
+//! and the baseline when `baseline_margin` is set). Envoy clears the route cache
+//! itself after a filter of this ABI (0.2.1) changes request headers, so no
+//! explicit `clear_route_cache` call is made.
 //!
 //! Pick mode (`hash.pick_header`) writes the pick header or the route header (and
 //! removes the other only if the client sent it), and reads the attribute
 //! `xds.cluster_name` once per response to learn the version that served it.
 //!
 //! gRPC calls (request `content-type: application/grpc`, found in the header map
-//! already read) pay one more read, `grpc-status` from the trailers, or from the
-//! response headers when the answer is trailers-only (or not a 200), plus one
-//! counter increment (`P_grpc_responses_total`). Other requests pay nothing for gRPC.
+//! already read) whose outcome is counted (`metrics.responses`, or a guard that
+//! compares their version) pay `:status` and one more read, `grpc-status` from the
+//! trailers, or from the response headers when the answer is trailers-only (or not
+//! a 200), plus one counter increment (`P_grpc_responses_total`, when opted in).
+//! Other requests pay nothing for gRPC.
 //!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
@@ -468,9 +471,16 @@ impl CanaryRoot {
     }
 }
 
-impl Context for CanaryRoot {
-    /// The plugin's filter config is gone (replaced, or its listener drained).
-    fn on_done(&mut self) -> bool {
+impl Context for CanaryRoot {}
+
+/// The plugin's filter config is gone (replaced, or its listener drained): the
+/// host calls `proxy_on_done` (not exported: the host takes it as done) and then
+/// `proxy_on_delete`, where the SDK drops this root context. Done here rather than
+/// in `on_done`, so that the module need not export `proxy_on_done`, which the
+/// host would otherwise also call on every request's context
+/// (tools/wasm_drop_exports.py).
+impl Drop for CanaryRoot {
+    fn drop(&mut self) {
         self.release();
         // A VM left without root contexts (one that only checked a config, or one
         // shutting down) would report an empty history: leave the gauges to the
@@ -479,7 +489,6 @@ impl Context for CanaryRoot {
         if serving {
             publish_health();
         }
-        true
     }
 }
 
@@ -655,7 +664,14 @@ impl HttpContext for CanaryRequest {
         }
 
         // gRPC is told by the content-type in the map already read: no host call.
-        self.grpc = (active.metrics.counts_grpc() || active.config.guard.is_some())
+        // Its outcome is read only if counted, or if the guard compares this version
+        // (in pick mode the version is known only from the cluster, at the response).
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| pick_write.is_some() || g.watches(assignment.version));
+        self.grpc = (active.metrics.counts_grpc() || guard_watches)
             && request
                 .header("content-type")
                 .is_some_and(is_grpc_content_type);
@@ -678,7 +694,12 @@ impl HttpContext for CanaryRequest {
                 None
             };
             self.decided = Some((assignment.version, started));
-            self.learn_cluster = true;
+            // The served version, from the cluster (a host call per response), only
+            // if something counts per version.
+            self.learn_cluster = active.metrics.counts_responses()
+                || active.metrics.records_latency()
+                || active.config.guard.is_some()
+                || self.grpc;
             return Action::Continue;
         }
         let Some(version) = active.config.versions.get(assignment.version) else {
@@ -730,8 +751,15 @@ impl HttpContext for CanaryRequest {
         let Some(version) = version else {
             return Action::Continue;
         };
-        // No response-side host call that the config does not use.
-        let status = if active.metrics.counts_responses() || active.config.guard.is_some() {
+        // No response-side host call that the config does not use: the guard needs
+        // `:status` only from the versions it compares; a counted gRPC call needs it
+        // to know where its grpc-status is.
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.watches(version));
+        let status = if active.metrics.counts_responses() || guard_watches || self.grpc {
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()
@@ -763,7 +791,7 @@ impl HttpContext for CanaryRequest {
                 Some(code) => self.count_grpc(active, version, code, now),
                 None => self.grpc_pending = Some(version),
             }
-        } else if let Some(guard) = &active.config.guard {
+        } else if let Some(guard) = active.config.guard.as_ref().filter(|_| guard_watches) {
             let code = status
                 .as_deref()
                 .and_then(|s| std::str::from_utf8(s).ok())
@@ -789,12 +817,20 @@ impl HttpContext for CanaryRequest {
         }
         Action::Continue
     }
+}
 
-    fn on_log(&mut self) {
-        // The stream ended without trailers (reset, or a body that just stopped):
-        // a gRPC client sees no status, which is UNKNOWN.
-        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
-            self.count_grpc(active, version, GrpcCode::UNKNOWN, None);
+/// The SDK drops a request's context at `proxy_on_delete`, the host's last call
+/// for the request, right after the stream ended. A gRPC call still waiting for
+/// its status then ended without trailers (reset, or a body that just stopped): a
+/// gRPC client sees no status, which is UNKNOWN. Counted here rather than in
+/// `on_log`, so that the module need not export `proxy_on_log`: the host then skips
+/// one call into the VM on every request (tools/wasm_drop_exports.py).
+impl Drop for CanaryRequest {
+    fn drop(&mut self) {
+        if let Some(version) = self.grpc_pending.take() {
+            if let Some(active) = self.active.clone() {
+                self.count_grpc(&active, version, GrpcCode::UNKNOWN, None);
+            }
         }
     }
 }
@@ -819,9 +855,6 @@ impl CanaryRequest {
         code: u16,
         now: Option<SystemTime>,
     ) {
-        if version != guard.version && version != 0 {
-            return;
-        }
         let mut failed = guard.status.is_failure(code, false);
         if !failed && (500..600).contains(&code) && !guard.status.covers_all_5xx() {
             // A 5xx the config does not list still counts if Envoy made it because
@@ -839,7 +872,7 @@ impl CanaryRequest {
         failed: bool,
         now: Option<SystemTime>,
     ) {
-        if version != guard.version && version != 0 {
+        if !guard.watches(version) {
             return;
         }
         let Ok(mut live) = self.live.try_borrow_mut() else {

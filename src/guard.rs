@@ -79,6 +79,13 @@ pub struct GuardConfig {
 }
 
 impl GuardConfig {
+    /// True if responses of `version` count toward the guard: the guarded version,
+    /// and the baseline only when `baseline_margin` compares with it. Only these
+    /// responses cost the filter a `:status` read.
+    pub fn watches(&self, version: usize) -> bool {
+        version == self.version || (version == 0 && self.baseline_margin.is_some())
+    }
+
     /// Window slot length: 1 s, or longer for long windows so that the shared state
     /// stays at most 60 slots (about 1.5 KB).
     pub fn slot_ms(&self) -> u64 {
@@ -297,17 +304,25 @@ pub fn describe(event: &GuardEvent, config: &GuardConfig, guarded: &str, baselin
                 .map_or("until the config changes".to_string(), |ms| {
                     format!("for {}", format_duration(ms))
                 });
+            // The baseline is counted only when baseline_margin compares with it.
+            let compared = if config.baseline_margin.is_some() {
+                format!(
+                    " (baseline {baseline}: {} of {}, {:.2}%)",
+                    b.failed,
+                    b.total,
+                    100.0 * b.rate()
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "guard tripped: {guarded} failed {} of {} responses ({:.2}%) in the last {}, above max_error_rate {:.2}% \
-                 (baseline {baseline}: {} of {}, {:.2}%); sending {guarded}'s traffic to {baseline} {hold}; overrides still reach {guarded}",
+                "guard tripped: {guarded} failed {} of {} responses ({:.2}%) in the last {}, above max_error_rate {:.2}%\
+                 {compared}; sending {guarded}'s traffic to {baseline} {hold}; overrides still reach {guarded}",
                 g.failed,
                 g.total,
                 100.0 * g.rate(),
                 format_duration(config.window_ms),
                 100.0 * config.max_error_rate,
-                b.failed,
-                b.total,
-                100.0 * b.rate(),
             )
         }
         GuardEvent::Rearmed => {
@@ -341,6 +356,17 @@ mod tests {
     }
 
     const T0: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn the_guard_watches_the_baseline_only_when_it_compares_with_it() {
+        let c = config();
+        assert!(c.watches(1) && !c.watches(0) && !c.watches(2));
+        let margin = GuardConfig {
+            baseline_margin: Some(0.02),
+            ..config()
+        };
+        assert!(margin.watches(1) && margin.watches(0) && !margin.watches(2));
+    }
 
     #[test]
     fn status_entries_match_classes_codes_and_local_failures() {
@@ -552,7 +578,10 @@ mod tests {
 
     #[test]
     fn the_trip_line_gives_the_figures() {
-        let c = config();
+        let c = GuardConfig {
+            baseline_margin: Some(0.02),
+            ..config()
+        };
         let line = describe(
             &GuardEvent::Tripped {
                 guarded: Tally {
@@ -572,6 +601,24 @@ mod tests {
             line,
             "guard tripped: canary failed 12 of 60 responses (20.00%) in the last 30s, above max_error_rate 5.00% \
              (baseline stable: 3 of 600, 0.50%); sending canary's traffic to stable for 10m; overrides still reach canary"
+        );
+        // Without baseline_margin the baseline is not counted, so not reported.
+        let without_margin = describe(
+            &GuardEvent::Tripped {
+                guarded: Tally {
+                    total: 60,
+                    failed: 12,
+                },
+                baseline: Tally::default(),
+            },
+            &config(),
+            "canary",
+            "stable",
+        );
+        assert_eq!(
+            without_margin,
+            "guard tripped: canary failed 12 of 60 responses (20.00%) in the last 30s, above max_error_rate 5.00%; \
+             sending canary's traffic to stable for 10m; overrides still reach canary"
         );
         let forever = GuardConfig {
             hold_ms: None,

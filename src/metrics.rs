@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn the_table_maps_each_combination_to_its_own_metric() {
         let config = Config::from_json(
-            br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"metrics_prefix":"shop"}"#,
+            br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"metrics_prefix":"shop","metrics":{"responses":true,"latency":true}}"#,
         )
         .unwrap();
         let mut rec = Recorder::default();
@@ -328,7 +328,10 @@ mod tests {
         .unwrap();
         let mut rec = Recorder::default();
         let table = MetricTable::define(&config, &mut rec).unwrap();
-        assert_eq!(rec.0.len(), 2 * (6 + 5 + 17 + 1 + 1) + 1);
+        // Decision counters and weight gauges only: response, gRPC and latency
+        // metrics are opt-in, a guard does not turn them on.
+        assert_eq!(rec.0.len(), 2 * (6 + 1) + 1);
+        assert!(!table.counts_responses() && !table.records_latency() && !table.counts_grpc());
         assert_eq!(
             rec.0[table.guard_tripped().unwrap() as usize],
             (
@@ -339,11 +342,10 @@ mod tests {
     }
 
     #[test]
-    fn metrics_turned_off_are_not_defined() {
-        let config = Config::from_json(
-            br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"metrics":{"latency":false,"responses":false}}"#,
-        )
-        .unwrap();
+    fn metrics_not_opted_into_are_not_defined() {
+        let config =
+            Config::from_json(br#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}]}"#)
+                .unwrap();
         let mut rec = Recorder::default();
         let table = MetricTable::define(&config, &mut rec).unwrap();
         assert_eq!(rec.0.len(), 2 * (6 + 1));

@@ -77,6 +77,32 @@ fn explain_says_how_a_grpc_call_is_counted_and_grpc_web_is_not_grpc() {
         "--header",
         "content-type=application/grpc+proto",
     ]);
+    let notes = v["notes"].to_string();
+    // By default (metrics.responses off) the filter counts no gRPC outcome.
+    assert!(
+        notes.contains(
+            "a gRPC call (content-type \\\"application/grpc+proto\\\"): its outcome is its grpc-status code, not counted (metrics.responses is off)"
+        ),
+        "{notes}"
+    );
+    // Opted in, the note names the series it lands in.
+    let mut opted_in: Value =
+        serde_json::from_str(&std::fs::read_to_string(GRPC_GUARD).expect("fixture")).expect("JSON");
+    opted_in["metrics"] = serde_json::json!({ "responses": true });
+    let o = run(
+        &[
+            "explain",
+            "-",
+            "--json",
+            "--header",
+            user,
+            "--header",
+            "content-type=application/grpc+proto",
+        ],
+        Some(opted_in.to_string().as_bytes()),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
     let version = v["version"].as_str().expect("version").to_string();
     let notes = v["notes"].to_string();
     assert!(

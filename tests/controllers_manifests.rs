@@ -271,7 +271,9 @@ fn the_manifests_fit_together_and_with_the_filters_config() {
                 .map(|m| m["provider"]["prometheus"]["query"].as_str().unwrap())
                 .collect();
             assert!(queries.contains("istio_requests_total"));
-            assert!(queries.contains(&format!("{}_responses_total", config.metrics_prefix)));
+            // Not the filter's own response counter: opt-in, off in this pluginConfig.
+            assert!(!config.metrics.responses);
+            assert!(!queries.contains(&format!("{}_responses_total", config.metrics_prefix)));
         }
     }
 }

@@ -18,7 +18,8 @@ const BOOTSTRAP: &str = "envoy/weighted-clusters.yaml";
 const SALT: &str = "gr1";
 
 /// The plugin config: 100 buckets and the Unleash group ID as salt, so that the
-/// canary cohort of `[stable, canary]` is Unleash's gradual rollout.
+/// canary cohort of `[stable, canary]` is Unleash's gradual rollout; the response
+/// counters (opt-in) on, as the tests check them per served version.
 fn plugin_config(extra: &str) -> String {
     format!(
         r#"{{
@@ -29,7 +30,8 @@ fn plugin_config(extra: &str) -> String {
   "hash": {{ "header": "x-user-id", "cookie": "uid", "salt": "{SALT}", "buckets": 100,
             "pick_header": "x-canary-pick", "pick_total": 100 }},
   "anonymous": "random",
-  "metrics_prefix": "canary"{extra}
+  "metrics_prefix": "canary",
+  "metrics": {{ "responses": true }}{extra}
 }}"#
     )
 }

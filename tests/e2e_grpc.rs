@@ -2,7 +2,7 @@
 //! gRPC stack on both ends (grpcio servers and clients, `tests/grpc/peer.py`),
 //! HTTP/2 to the upstreams. Routing over HTTP/2 follows the pure core; gRPC
 //! outcomes are counted per version and code from `grpc-status` wherever it
-//! travels; the guard trips on a canary that answers `UNAVAILABLE` and on Envoy's
+//! travels (`metrics.responses`, opted in here); the guard trips on a canary that answers `UNAVAILABLE` and on Envoy's
 //! own answers for an unreachable one, and never on `NOT_FOUND`.
 
 mod harness;
@@ -39,7 +39,8 @@ const ROUTING: &str = r#"{
   "versions": [ { "name": "stable" }, { "name": "canary", "weight": 30 } ],
   "hash": { "header": "x-user-id", "salt": "grpc" },
   "override": { "header": "x-canary" },
-  "anonymous": "baseline"
+  "anonymous": "baseline",
+  "metrics": { "responses": true }
 }"#;
 
 #[test]
@@ -316,7 +317,8 @@ const GUARD: &str = r#"{
   "hash": { "header": "x-user-id", "salt": "grpc-guard" },
   "override": { "header": "x-canary" },
   "guard": { "version": "canary", "max_error_rate": 0.2, "min_requests": 20,
-             "window": "10s", "hold": "forever" }
+             "window": "10s", "hold": "forever" },
+  "metrics": { "responses": true }
 }"#;
 
 /// The fewest failures that can trip [`GUARD`] with every canary response failing.

@@ -26,7 +26,8 @@ const CONFIG: &str = r#"{
   },
   "hash": { "header": "x-user-id", "cookie": "uid", "salt": "ŝalt-🧂", "buckets": 10000 },
   "anonymous": "baseline",
-  "metrics_prefix": "canary"
+  "metrics_prefix": "canary",
+  "metrics": { "responses": true, "latency": true }
 }"#;
 
 /// User IDs in many scripts and forms; the hash and the user list take them byte

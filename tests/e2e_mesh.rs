@@ -464,7 +464,8 @@ fn hosts_only_listed_hosts_are_decided_counted_and_guarded() {
       "hash": { "header": "x-user-id", "salt": "hosts" },
       "anonymous": "baseline",
       "hosts": [ "myapp", "myapp.myapp.svc.cluster.local", "*.example.com" ],
-      "guard": { "version": "canary", "max_error_rate": 0.1, "min_requests": 20, "window": "60s", "hold": "10m" }
+      "guard": { "version": "canary", "max_error_rate": 0.1, "min_requests": 20, "window": "60s", "hold": "10m" },
+      "metrics": { "responses": true }
     }"#;
     let parsed = Config::from_json(config.as_bytes()).expect("valid");
     let envoy = Envoy::start(EnvoyOptions {

@@ -18,9 +18,17 @@ const CONFIG: &str = r#"{
   "metrics_prefix": "canary"
 }"#;
 
+/// CONFIG with the opt-in per-version response and latency metrics turned on.
+fn config_with_response_metrics() -> String {
+    CONFIG.replace(
+        r#""metrics_prefix": "canary""#,
+        r#""metrics_prefix": "canary", "metrics": { "latency": true, "responses": true }"#,
+    )
+}
+
 #[test]
 fn the_split_over_distinct_users_matches_the_weights_and_the_counters_match_exactly() {
-    let envoy = Envoy::start(EnvoyOptions::with_config(CONFIG));
+    let envoy = Envoy::start(EnvoyOptions::with_config(config_with_response_metrics()));
     let config = Config::from_json(CONFIG.as_bytes()).unwrap();
     let users = user_ids("split", 4000);
     let mut client = envoy.client();
@@ -67,6 +75,27 @@ fn the_split_over_distinct_users_matches_the_weights_and_the_counters_match_exac
     assert_eq!(
         metrics.sum("canary_responses_total", &[]),
         users.len() as f64
+    );
+    // The duration histogram exists per version and sees every request once
+    // Envoy merges histograms (every stats flush, 5 s by default): poll for it.
+    let histogram_count = || {
+        let m = envoy.prometheus();
+        ["stable", "canary"]
+            .iter()
+            .map(|v| {
+                m.value(
+                    "canary_request_duration_milliseconds_count",
+                    &[("version", v)],
+                )
+            })
+            .sum::<f64>()
+    };
+    assert!(
+        harness::wait_until(std::time::Duration::from_secs(20), || histogram_count()
+            == users.len() as f64),
+        "duration histogram count {} != {}",
+        histogram_count(),
+        users.len()
     );
 }
 
@@ -409,37 +438,20 @@ fn the_shipped_envoy_yaml_config_is_valid_and_serves_the_documented_split() {
         ),
         canary as f64
     );
-    // The duration histogram exists per version and sees every request once
-    // Envoy merges histograms (every stats flush, 5 s by default): poll for it.
-    let histogram_count = || {
-        let m = envoy.prometheus();
-        ["stable", "canary"]
-            .iter()
-            .map(|v| {
-                m.value(
-                    "canary_request_duration_milliseconds_count",
-                    &[("version", v)],
-                )
-            })
-            .sum::<f64>()
-    };
+    // The shipped config records no per-version response or latency metrics
+    // (opt-in): Envoy's cluster stats and Istio's standard metrics carry them.
+    let text = envoy.admin_get("/stats/prometheus").body_text();
+    assert!(!text.contains("canary_responses_total"), "{text}");
     assert!(
-        harness::wait_until(std::time::Duration::from_secs(20), || histogram_count()
-            == users.len() as f64),
-        "duration histogram count {} != {}",
-        histogram_count(),
-        users.len()
+        !text.contains("canary_request_duration_milliseconds"),
+        "{text}"
     );
 }
 
 #[test]
-fn metrics_turned_off_are_absent_and_routing_is_unchanged() {
-    let config = CONFIG.replace(
-        r#""metrics_prefix": "canary""#,
-        r#""metrics_prefix": "canary", "metrics": { "latency": false, "responses": false }"#,
-    );
-    let envoy = Envoy::start(EnvoyOptions::with_config(config));
-    let parsed = Config::from_json(CONFIG.as_bytes()).unwrap();
+fn metrics_not_opted_into_are_absent_and_routing_is_unchanged() {
+    let envoy = Envoy::start(EnvoyOptions::with_config(CONFIG));
+    let parsed = Config::from_json(config_with_response_metrics().as_bytes()).unwrap();
     let mut client = envoy.client();
     for user in user_ids("metrics-off", 300) {
         assert_eq!(

@@ -24,7 +24,8 @@ const CONFIG: &str = r#"{
   "users": { "canary": ["qa-alice", "qa-bob"], "stable": ["vip-carol"] },
   "hash": { "header": "x-user-id", "cookie": "uid", "salt": "soak", "buckets": 10000 },
   "anonymous": "random",
-  "metrics_prefix": "canary"
+  "metrics_prefix": "canary",
+  "metrics": { "responses": true, "latency": true }
 }"#;
 
 const VERSIONS: [&str; 2] = ["stable", "canary"];

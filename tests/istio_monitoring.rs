@@ -1,7 +1,7 @@
 //! istio/monitoring/: the Prometheus rules pass `promtool check rules` and their
 //! unit tests (`promtool test rules`), which fail when the alert logic breaks; the
 //! rules and the Grafana dashboard select only metrics and labels the filter
-//! exports; every dashboard query is valid PromQL; the dashboard has the panels
+//! exports, or Istio's standard metrics scoped to one service; every dashboard query is valid PromQL; the dashboard has the panels
 //! the issue asks for.
 
 mod istio_support;
@@ -94,14 +94,20 @@ fn the_rule_tests_catch_a_broken_alert() {
         ),
         (
             "gRPC failure codes",
-            "grpc_code=~\"UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS\"",
-            "grpc_code=~\"UNKNOWN|INTERNAL|UNAVAILABLE|DATA_LOSS|NOT_FOUND\"",
+            "grpc_response_status=~\"2|4|13|14|15\"",
+            "grpc_response_status=~\"2|13|14|15|5\"",
             "CanaryGrpcErrorRateAboveStable",
         ),
         (
             "5xx class",
-            "code_class=\"5xx\"",
-            "code_class=\"4xx\"",
+            "response_code=~\"5..\"",
+            "response_code=~\"4..\"",
+            "CanaryErrorRateAboveStable",
+        ),
+        (
+            "one service's own reports",
+            "istio_requests_total{reporter=\"destination\",destination_service_name=\"myapp\",response_code",
+            "istio_requests_total{response_code",
             "CanaryErrorRateAboveStable",
         ),
     ] {
@@ -133,6 +139,7 @@ fn the_rules_select_only_what_the_filter_exports() {
         for rule in group["rules"].as_array().expect("rules") {
             let expr = rule["expr"].as_str().expect("expr");
             errors.extend(check_selectors(expr, "canary", &recorded));
+            errors.extend(check_istio_selectors(expr));
             if let Some(name) = rule["alert"].as_str() {
                 alerts.insert(name.to_string());
                 assert!(rule["labels"]["severity"].is_string(), "{name}: severity");
@@ -203,6 +210,26 @@ fn the_rules_select_only_what_the_filter_exports() {
         &none
     )
     .is_empty());
+    // And the Istio side: unscoped, misspelled or unknown labels are caught.
+    assert_eq!(
+        check_istio_selectors("rate(istio_requests_total[5m])").len(),
+        2
+    );
+    assert_eq!(
+        check_istio_selectors(
+            "istio_requests_total{reporter=\"destination\",destination_service_name=\"x\",code_class=\"5xx\"}"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        check_istio_selectors("istio_request_total{reporter=\"destination\"}").len(),
+        1
+    );
+    assert!(check_istio_selectors(
+        "istio_request_duration_milliseconds_bucket{reporter=\"destination\",destination_service_name=\"x\",le=\"5\"}"
+    )
+    .is_empty());
 }
 
 #[test]
@@ -244,17 +271,22 @@ fn the_dashboard_has_the_panels_and_every_query_is_valid_promql_on_exported_metr
         has("sum by (version) (rate(canary_requests_total"),
         "requests by version"
     );
+    // Response classes and latency per version: Istio's standard metrics, by the
+    // serving pod's version (the filter's own are opt-in).
     assert!(
-        has("canary_responses_total{code_class=\"5xx\"}"),
+        has("response_code=~\"5..\"}[$__rate_interval]), \"version\", \"$1\", \"destination_version\""),
         "error rate per version"
     );
-    assert!(has("histogram_quantile(0.99, sum by (version, le) (rate(canary_request_duration_milliseconds_bucket"), "latency per version");
     assert!(
-        has("canary_grpc_responses_total{grpc_code=~\"UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS\"}"),
+        has("histogram_quantile(0.99, sum by (version, le) (label_replace(rate(istio_request_duration_milliseconds_bucket"),
+        "latency per version"
+    );
+    assert!(
+        has("request_protocol=\"grpc\",grpc_response_status=~\"2|4|13|14|15\"}"),
         "gRPC error rate per version"
     );
     assert!(
-        has("sum by (version, grpc_code) (rate(canary_grpc_responses_total"),
+        has("sum by (version, grpc_response_status) (label_replace(rate(istio_requests_total"),
         "gRPC calls by version and code"
     );
     assert!(has("canary_weight_basis_points"), "current weight");
@@ -267,6 +299,7 @@ fn the_dashboard_has_the_panels_and_every_query_is_valid_promql_on_exported_metr
         .flat_map(|(title, q)| {
             check_selectors(q, "canary", &none)
                 .into_iter()
+                .chain(check_istio_selectors(q))
                 .map(move |e| format!("{title}: {e}"))
         })
         .collect();

@@ -490,9 +490,32 @@ fn config_json() -> BoxedStrategy<Value> {
         ),
         prop_oneof![3 => Just(None), 1 => mostly(guard()).prop_map(Some)],
         prop_oneof![40 => Just(None), 1 => any_json().prop_map(Some)],
+        // The opt-in per-version metrics, each on, off or absent.
+        prop_oneof![
+            2 => Just(None),
+            1 => (
+                prop::option::of(any::<bool>()),
+                prop::option::of(any::<bool>())
+            )
+                .prop_map(|(responses, latency)| Some(object(&[
+                    ("responses", responses.map(Value::Bool)),
+                    ("latency", latency.map(Value::Bool)),
+                ]))),
+        ],
     )
         .prop_map(
-            |(route_header, versions, override_, users, hash, anonymous, prefix, guard, extra)| {
+            |(
+                route_header,
+                versions,
+                override_,
+                users,
+                hash,
+                anonymous,
+                prefix,
+                guard,
+                extra,
+                metrics,
+            )| {
                 object(&[
                     ("route_header", route_header),
                     ("versions", versions),
@@ -501,6 +524,7 @@ fn config_json() -> BoxedStrategy<Value> {
                     ("hash", hash),
                     ("anonymous", anonymous),
                     ("metrics_prefix", prefix),
+                    ("metrics", metrics),
                     ("guard", guard),
                     ("unknown_field", extra),
                 ])
@@ -840,12 +864,17 @@ fn check_accepted(config: &Config, text: &[u8], extra_times: &[i64]) -> Result<(
         previous = Some((weights, split.ranges));
     }
 
-    // Metrics: one name per (version, reason), (version, class), (version, gRPC
-    // code), duration and weight, and the guard's gauge; all distinct.
+    // Metrics: one name per (version, reason) and weight, per (version, class) and
+    // (version, gRPC code) with metrics.responses, per duration with
+    // metrics.latency, and the guard's gauge; all distinct.
     let mut sink = Recorder(Vec::new());
     let table = MetricTable::define(config, &mut sink);
     ensure!(table.is_ok(), "metric table");
-    let expected = n * (6 + 5 + 17 + 1 + 1) + usize::from(config.guard.is_some());
+    let per_version = 6
+        + 1
+        + if config.metrics.responses { 5 + 17 } else { 0 }
+        + usize::from(config.metrics.latency);
+    let expected = n * per_version + usize::from(config.guard.is_some());
     ensure!(sink.0.len() == expected, "{} metrics", sink.0.len());
     let distinct: HashSet<&String> = sink.0.iter().map(|(_, name)| name).collect();
     ensure!(distinct.len() == expected, "metric names collide");
@@ -905,8 +934,9 @@ fn config_parsing_of_config_shaped_json_never_panics_and_accepted_configs_hold_e
                     for e in &errors {
                         ensure!(!e.message.is_empty(), "an error without a message: {e:?}");
                         let top = e.field.split(['.', '[']).next().unwrap_or("");
-                        // serde_path_to_error says `?` where a syntax error leaves the
-                        // place unknown; the message then gives line and column.
+                        // The path finder (src/config/json_path.rs) says `?` where a
+                        // syntax error leaves the key unknown; the message then gives
+                        // line and column.
                         let top = if top == "?" && e.message.contains(" at line ") {
                             ""
                         } else {
@@ -928,6 +958,7 @@ fn config_parsing_of_config_shaped_json_never_panics_and_accepted_configs_hold_e
                                     "hash",
                                     "anonymous",
                                     "metrics_prefix",
+                                    "metrics",
                                     "guard",
                                     "unknown_field"
                                 ]

@@ -14,32 +14,29 @@ pub const DEFAULT_METRICS_PREFIX: &str = "canary";
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     /// Record P_request_duration_milliseconds (two clock reads and a histogram record
-    /// per request).
-    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    /// per request). Off by default: Envoy's upstream_rq_time and Istio's
+    /// istio_request_duration_milliseconds{destination_version} measure the same.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = false)))]
     latency: Option<bool>,
     /// Count P_responses_total by status class (a `:status` read per response, which a
-    /// guard makes anyway).
-    #[cfg_attr(feature = "schema", schemars(extend("default" = true)))]
+    /// guard makes anyway for the versions it compares). Off by default: Envoy's
+    /// upstream_rq_2xx..5xx and Istio's istio_requests_total{destination_version,
+    /// response_code} count the same.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = false)))]
     responses: Option<bool>,
 }
 
-/// Which per-version metrics to record. Each costs host calls on every request, so
-/// users who read latency from Envoy's own per-cluster histograms can turn it off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which per-version metrics to record beyond the decision counters. Each costs host
+/// calls on every request, and Envoy and Istio already measure both natively, so
+/// both are opt-in (issue 14: the filter should not pay twice for what the proxy
+/// measures).
+/// Both off by default (`Default`): opt-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsConfig {
     /// `P_request_duration_milliseconds`: two clock reads and a histogram record.
     pub latency: bool,
     /// `P_responses_total`: a `:status` read (still made when a guard needs it).
     pub responses: bool,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            latency: true,
-            responses: true,
-        }
-    }
 }
 
 pub(super) fn validate_metrics_prefix(
@@ -62,8 +59,8 @@ pub(super) fn validate_metrics_prefix(
 
 pub(super) fn validate_metrics(raw: Option<RawMetrics>) -> MetricsConfig {
     raw.map_or_else(MetricsConfig::default, |m| MetricsConfig {
-        latency: m.latency.unwrap_or(true),
-        responses: m.responses.unwrap_or(true),
+        latency: m.latency.unwrap_or(false),
+        responses: m.responses.unwrap_or(false),
     })
 }
 
@@ -73,13 +70,29 @@ mod tests {
     use crate::config::tests::{assert_rejected, parse};
 
     #[test]
-    fn metrics_can_be_turned_off_one_by_one() {
-        let c = parse(r#"{"versions":[{"name":"s"}],"metrics":{"latency":false}}"#).unwrap();
+    fn metrics_are_opt_in_one_by_one() {
+        let c = parse(r#"{"versions":[{"name":"s"}]}"#).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                latency: false,
+                responses: false
+            }
+        );
+        let c = parse(r#"{"versions":[{"name":"s"}],"metrics":{"responses":true}}"#).unwrap();
         assert_eq!(
             c.metrics,
             MetricsConfig {
                 latency: false,
                 responses: true
+            }
+        );
+        let c = parse(r#"{"versions":[{"name":"s"}],"metrics":{"latency":true}}"#).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                latency: true,
+                responses: false
             }
         );
         let c =

@@ -12,6 +12,7 @@ mod error;
 mod guard;
 mod hash;
 mod hosts;
+mod json_path;
 mod metrics;
 mod names;
 mod overrides;
@@ -181,24 +182,15 @@ impl Config {
             }
             None => return Err(vec![ConfigError::new("", "the config is empty")]),
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = match serde_path_to_error::deserialize(&mut deserializer) {
+        let raw: RawConfig = match serde_json::from_slice(bytes) {
             Ok(raw) => raw,
             Err(err) => {
-                let path = err.path().to_string();
-                // "." is the top level; "?" is serde's placeholder for a syntax error
-                // before any field was read: neither names a field.
-                let field = if path == "." || path == "?" {
-                    String::new()
-                } else {
-                    path
-                };
-                return Err(vec![ConfigError::new(field, err.inner().to_string())]);
+                let path = json_path::field_of_error(bytes, &err);
+                // "?" is a syntax error before any field was read: it names no field.
+                let field = if path == "?" { String::new() } else { path };
+                return Err(vec![ConfigError::new(field, err.to_string())]);
             }
         };
-        if let Err(err) = deserializer.end() {
-            return Err(vec![ConfigError::new("", err.to_string())]);
-        }
         let mut config = validate(raw)?;
         config.fingerprint = crate::bucket::hash_key(b"", bytes);
         Ok(config)

@@ -69,8 +69,8 @@ fn defaults_apply_to_a_minimal_config() {
     assert_eq!(
         c.metrics,
         MetricsConfig {
-            latency: true,
-            responses: true
+            latency: false,
+            responses: false
         }
     );
     assert_eq!(c.anonymous, Anonymous::Random);

@@ -1650,6 +1650,84 @@ pub fn check_selectors(expr: &str, prefix: &str, recorded: &BTreeSet<String>) ->
     errors
 }
 
+/// Istio's standard metrics that the rules and the dashboard read for response
+/// classes and latency per version, with the labels they select on (Istio's
+/// documented standard labels; the filter records these only when opted in).
+pub fn istio_standard_metrics() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let labels = [
+        "reporter",
+        "source_workload",
+        "source_workload_namespace",
+        "source_app",
+        "source_version",
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_app",
+        "destination_version",
+        "destination_service",
+        "destination_service_name",
+        "destination_service_namespace",
+        "request_protocol",
+        "response_code",
+        "grpc_response_status",
+        "response_flags",
+        "connection_security_policy",
+    ];
+    let mut m = BTreeMap::new();
+    m.insert("istio_requests_total", BTreeSet::from(labels));
+    for suffix in ["_bucket", "_sum", "_count"] {
+        let mut l = BTreeSet::from(labels);
+        if suffix == "_bucket" {
+            l.insert("le");
+        }
+        let name: &'static str = match suffix {
+            "_bucket" => "istio_request_duration_milliseconds_bucket",
+            "_sum" => "istio_request_duration_milliseconds_sum",
+            _ => "istio_request_duration_milliseconds_count",
+        };
+        m.insert(name, l);
+    }
+    m
+}
+
+/// Checks the Istio selectors of a PromQL expression: known metrics and labels,
+/// and always one service's responses as its own sidecars report them
+/// (`reporter="destination"`, `destination_service_name`), so that other services
+/// and the client side's duplicate reports never mix in.
+pub fn check_istio_selectors(expr: &str) -> Vec<String> {
+    let known = istio_standard_metrics();
+    let mut errors = Vec::new();
+    for s in selectors(expr, &["istio_request"]) {
+        let Some(labels) = known.get(s.metric.as_str()) else {
+            errors.push(format!("{}: not an Istio standard metric", s.metric));
+            continue;
+        };
+        for (label, _, _) in &s.matchers {
+            if !labels.contains(label.as_str()) {
+                errors.push(format!("{}: has no label {label}", s.metric));
+            }
+        }
+        let has = |label: &str, op: &str, value: Option<&str>| {
+            s.matchers
+                .iter()
+                .any(|(l, o, v)| l == label && o == op && value.is_none_or(|x| x == v))
+        };
+        if !has("reporter", "=", Some("destination")) {
+            errors.push(format!(
+                "{}: not scoped to reporter=\"destination\"",
+                s.metric
+            ));
+        }
+        if !has("destination_service_name", "=", None) {
+            errors.push(format!(
+                "{}: not scoped to one destination_service_name",
+                s.metric
+            ));
+        }
+    }
+    errors
+}
+
 /// Prometheus' promtool: `$PROMTOOL`, else the one `make promtool` installs.
 pub fn promtool() -> PathBuf {
     let path = std::env::var_os("PROMTOOL")
