@@ -10,7 +10,7 @@
 pub mod grpc;
 
 use serde_yaml::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -101,12 +101,24 @@ fn set_port(address: &mut Value, port: u16) {
     address["socket_address"]["port_value"] = Value::from(port);
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, and not handed out before by this process:
+/// the kernel may give the same ephemeral port to two binds in a row once the first
+/// is closed, and one Envoy takes several ports at once.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// How to start one Envoy.
@@ -301,15 +313,28 @@ pub struct StartFailure {
     pub exit_code: Option<i32>,
 }
 
+impl StartFailure {
+    /// Envoy could not bind one of the ports it was given.
+    pub fn is_port_clash(&self) -> bool {
+        self.log.contains("Address already in use") || self.log.contains("has duplicate address")
+    }
+}
+
 impl Envoy {
     /// Starts Envoy and waits until its admin reports it ready. Panics if it does not.
     pub fn start(options: EnvoyOptions) -> Envoy {
-        match Self::try_start(options) {
-            Ok(envoy) => envoy,
-            Err(failure) => panic!(
-                "Envoy did not start (exit {:?}):\n{}",
-                failure.exit_code, failure.log
-            ),
+        let mut clashes = 0;
+        loop {
+            match Self::try_start(options.clone()) {
+                Ok(envoy) => return envoy,
+                // Another test process may bind a port between free_port() and
+                // Envoy's own bind: start again on other ports, a few times.
+                Err(failure) if clashes < 3 && failure.is_port_clash() => clashes += 1,
+                Err(failure) => panic!(
+                    "Envoy did not start (exit {:?}):\n{}",
+                    failure.exit_code, failure.log
+                ),
+            }
         }
     }
 
