@@ -682,22 +682,42 @@ impl Envoy {
         );
         let log_before = self.log().len();
         lds.write(&candidate);
+        self.await_update(
+            "listener",
+            log_before,
+            // Taken, and warmed up: new connections now get the new config.
+            || {
+                counter("listener_manager.lds.update_success") > accepted
+                    && counter("listener_manager.total_listeners_warming") == 0
+            },
+            || counter("listener_manager.lds.update_rejected") > rejected,
+        )?;
+        *listener = candidate;
+        Ok(())
+    }
+
+    /// After an xDS file was written: waits until Envoy has taken the update (`Ok`)
+    /// or rejected it (`Err` with the log lines since `log_before`). Panics if
+    /// neither happens within 30 s.
+    fn await_update(
+        &self,
+        what: &str,
+        log_before: usize,
+        taken: impl Fn() -> bool,
+        rejected: impl Fn() -> bool,
+    ) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            // Taken, and warmed up: new connections now get the new config.
-            if counter("listener_manager.lds.update_success") > accepted
-                && counter("listener_manager.total_listeners_warming") == 0
-            {
-                *listener = candidate;
+            if taken() {
                 return Ok(());
             }
-            if counter("listener_manager.lds.update_rejected") > rejected {
+            if rejected() {
                 let log = self.log();
                 return Err(log.get(log_before..).unwrap_or(&log).to_string());
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "Envoy neither took nor rejected the listener update:\n{}",
+                "Envoy neither took nor rejected the {what} update:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -727,23 +747,14 @@ impl Envoy {
         let (reloads, failures) = (stat("config_reload"), stat("config_fail"));
         let log_before = self.log().len();
         ecds.write(&candidate);
-        let start = Instant::now();
-        loop {
-            if stat("config_reload") > reloads {
-                *typed_config = candidate;
-                return Ok(());
-            }
-            if stat("config_fail") > failures {
-                let log = self.log();
-                return Err(log.get(log_before..).unwrap_or(&log).to_string());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "Envoy neither took nor rejected the ECDS update:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.await_update(
+            "ECDS",
+            log_before,
+            || stat("config_reload") > reloads,
+            || stat("config_fail") > failures,
+        )?;
+        *typed_config = candidate;
+        Ok(())
     }
 
     /// With `listener_from_file`: adds a copy of the ingress listener (same filters,
@@ -811,23 +822,14 @@ impl Envoy {
         let (accepted, rejected) = (stat("update_success"), stat("update_rejected"));
         let log_before = self.log().len();
         rds.write(&candidate);
-        let start = Instant::now();
-        loop {
-            if stat("update_success") > accepted {
-                *routes = candidate;
-                return Ok(());
-            }
-            if stat("update_rejected") > rejected {
-                let log = self.log();
-                return Err(log.get(log_before..).unwrap_or(&log).to_string());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "Envoy neither took nor rejected the route update:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.await_update(
+            "route",
+            log_before,
+            || stat("update_success") > accepted,
+            || stat("update_rejected") > rejected,
+        )?;
+        *routes = candidate;
+        Ok(())
     }
 
     /// [`Envoy::reload`] with a new plugin configuration JSON.
