@@ -1,0 +1,36 @@
+//! The thin host layer: proxy-wasm root and HTTP contexts. It reads what the
+//! decision needs from Envoy, writes back what the decision returns and counts it.
+//! No routing logic lives here.
+//!
+//! Host calls per request, by default: one read of the whole request header map,
+//! one header write and one counter increment, all on the way in. Opt-in metrics
+//! add their own: `metrics.latency` two clock reads and a histogram record,
+//! `metrics.responses` a `:status` read and a counter increment per response. A
+//! guard reads `:status` only for the versions it compares (the guarded version,
+//! and the baseline when `baseline_margin` is set). Envoy clears the route cache
+//! itself after a filter of this ABI (0.2.1) changes request headers, so no
+//! explicit `clear_route_cache` call is made.
+//!
+//! Pick mode (`hash.pick_header`) writes the pick header or the route header (and
+//! removes the other only if the client sent it), and reads the attribute
+//! `xds.cluster_name` once per response to learn the version that served it.
+//!
+//! gRPC calls (request `content-type: application/grpc`, found in the header map
+//! already read) whose outcome is counted (`metrics.responses`, or a guard that
+//! compares their version) pay `:status` and one more read, `grpc-status` from the
+//! trailers, or from the response headers when the answer is trailers-only (or not
+//! a 200), plus one counter increment (`P_grpc_responses_total`, when opted in).
+//! Other requests pay nothing for gRPC.
+//!
+//! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
+//! split and merges this worker's guard counts into the proxy-wide guard state in
+//! shared data (compare-and-swap). A failed response of the guarded version merges
+//! at once, so the guard trips as soon as the proxy has seen enough failures.
+
+mod guard_sync;
+mod host;
+mod last_good;
+mod request;
+mod root;
+
+pub use root::CanaryRoot;

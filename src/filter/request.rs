@@ -1,0 +1,365 @@
+//! The HTTP context: the decision on the way in, the counts and the guard's tally
+//! on the way out.
+
+use super::guard_sync::sync_guard;
+use super::host::{generated_locally, now_ms, request_header_map, unix_ms};
+use super::root::{Active, Live};
+use crate::config::Config;
+use crate::decide::{decide, Reason, Rng};
+use crate::fallback::SafeMode;
+use crate::grpc::{
+    is_grpc_content_type, outcome_from_headers, outcome_from_trailers, status_may_be_in_headers,
+    GrpcCode,
+};
+use crate::guard::GuardConfig;
+use crate::metrics::code_class_index;
+use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
+use crate::request::{RequestFacts, SerializedHeaders};
+use crate::trust::parse_socket_ip;
+use log::warn;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::SystemTime;
+
+/// One per HTTP request.
+pub(super) struct CanaryRequest {
+    pub(super) active: Option<Rc<Active>>,
+    pub(super) safe_mode: Option<Rc<SafeMode>>,
+    pub(super) live: Rc<RefCell<Live>>,
+    pub(super) rng: Rc<Cell<Rng>>,
+    /// The version this request went to and when the decision was made.
+    pub(super) decided: Option<(usize, Option<SystemTime>)>,
+    /// Pick mode: the route's weights chose the cluster, so the response side learns
+    /// the version from the cluster's name.
+    pub(super) learn_cluster: bool,
+    /// A gRPC call whose outcome is counted (its metric or a guard needs it).
+    pub(super) grpc: bool,
+    /// A gRPC call whose status is still to come, in the trailers: its version.
+    pub(super) grpc_pending: Option<usize>,
+}
+
+impl Context for CanaryRequest {}
+
+impl HttpContext for CanaryRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(active) = self.active.as_deref() else {
+            if let Some(safe_mode) = &self.safe_mode {
+                for name in &safe_mode.remove {
+                    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+                }
+            }
+            return Action::Continue;
+        };
+        let Ok(live) = self.live.try_borrow() else {
+            return Action::Continue;
+        };
+        let headers = request_header_map();
+        let request = HostRequest(SerializedHeaders::new(&headers));
+        // Not for this plugin: passed on untouched, not counted, not guarded.
+        if let Some(hosts) = &active.config.hosts {
+            if !hosts.admits(request.header(":authority")) {
+                return Action::Continue;
+            }
+        }
+        let mut rng = self.rng.get();
+        let (assignment, pick_write) = match &active.config.hash.pick {
+            Some(pick) => {
+                let (assignment, write) =
+                    decide_pick(&active.config, pick, &live.routing, &request, &mut rng);
+                (assignment, Some((pick, write)))
+            }
+            None => (
+                decide(&active.config, &live.routing, &request, &mut rng),
+                None,
+            ),
+        };
+        self.rng.set(rng);
+
+        drop(live);
+        // The override secret stops here: upstreams and their logs never see it.
+        if let Some(token) = &active.config.override_.token {
+            if request.header(&token.header).is_some() {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &token.header, None);
+            }
+        }
+
+        // gRPC is told by the content-type in the map already read: no host call.
+        // Its outcome is read only if counted, or if the guard compares this version
+        // (in pick mode the version is known only from the cluster, at the response).
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| pick_write.is_some() || g.watches(assignment.version));
+        self.grpc = (active.metrics.counts_grpc() || guard_watches)
+            && request
+                .header("content-type")
+                .is_some_and(is_grpc_content_type);
+        if let Some((pick, write)) = pick_write {
+            write_pick(&active.config, &pick.header, write, &request);
+            let id = match (write, assignment.reason) {
+                (RouteWrite::Pick(_) | RouteWrite::Draw, Reason::Hash | Reason::Random) => {
+                    active.metrics.weighted_request(assignment.reason)
+                }
+                _ => active
+                    .metrics
+                    .request(assignment.version, assignment.reason),
+            };
+            if let Some(id) = id {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+            let started = if active.metrics.records_latency() {
+                hostcalls::get_current_time().ok()
+            } else {
+                None
+            };
+            self.decided = Some((assignment.version, started));
+            // The served version, from the cluster (a host call per response), only
+            // if something counts per version.
+            self.learn_cluster = active.metrics.counts_responses()
+                || active.metrics.records_latency()
+                || active.config.guard.is_some()
+                || self.grpc;
+            return Action::Continue;
+        }
+        let Some(version) = active.config.versions.get(assignment.version) else {
+            return Action::Continue;
+        };
+        // Replaces every value the client may have sent under this name.
+        if let Err(status) = hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            &active.config.route_header,
+            Some(&version.name),
+        ) {
+            warn!("cannot set {}: {status:?}", active.config.route_header);
+        }
+        if let Some(id) = active
+            .metrics
+            .request(assignment.version, assignment.reason)
+        {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        let started = if active.metrics.records_latency() {
+            hostcalls::get_current_time().ok()
+        } else {
+            None
+        };
+        self.decided = Some((assignment.version, started));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let (Some(active), Some((decided, started))) =
+            (self.active.as_deref(), self.decided.take())
+        else {
+            return Action::Continue;
+        };
+        let version = if self.learn_cluster {
+            // The upstream cluster the router picked. Envoy 1.40 answers the
+            // attribute `xds.cluster_name`; the older top-level `cluster_name` is empty.
+            match hostcalls::get_property(vec!["xds", "cluster_name"]) {
+                Ok(Some(cluster)) => version_of_cluster(
+                    &cluster,
+                    active.config.versions.iter().map(|v| v.name.as_str()),
+                ),
+                _ => None,
+            }
+        } else {
+            Some(decided)
+        };
+        // Pick mode, a cluster that is no version's: nothing per version to count.
+        let Some(version) = version else {
+            return Action::Continue;
+        };
+        // No response-side host call that the config does not use: the guard needs
+        // `:status` only from the versions it compares; a counted gRPC call needs it
+        // to know where its grpc-status is.
+        let guard_watches = active
+            .config
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.watches(version));
+        let status = if active.metrics.counts_responses() || guard_watches || self.grpc {
+            hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let code_class = status.as_deref().and_then(code_class_index);
+        if let Some(id) = code_class.and_then(|c| active.metrics.response(version, c)) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        let mut now = None;
+        if let (Some(started), Some(id)) = (started, active.metrics.duration(version)) {
+            now = hostcalls::get_current_time().ok();
+            if let Some(elapsed) = now.and_then(|now| now.duration_since(started).ok()) {
+                let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
+            }
+        }
+        if self.grpc {
+            // Trailers-only answers (and Envoy's own replies) carry grpc-status here;
+            // a 200 with a body to come carries it in the trailers: not asked here.
+            let grpc_status = if status_may_be_in_headers(status.as_deref(), end_of_stream) {
+                hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, "grpc-status")
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            match outcome_from_headers(grpc_status.as_deref(), status.as_deref(), end_of_stream) {
+                Some(code) => self.count_grpc(active, version, code, now),
+                None => self.grpc_pending = Some(version),
+            }
+        } else if let Some(guard) = active.config.guard.as_ref().filter(|_| guard_watches) {
+            let code = status
+                .as_deref()
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0);
+            self.count_for_guard(active, guard, version, code, now);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+            let grpc_status =
+                hostcalls::get_map_value_bytes(MapType::HttpResponseTrailers, "grpc-status")
+                    .ok()
+                    .flatten();
+            self.count_grpc(
+                active,
+                version,
+                outcome_from_trailers(grpc_status.as_deref()),
+                None,
+            );
+        }
+        Action::Continue
+    }
+}
+
+/// The SDK drops a request's context at `proxy_on_delete`, the host's last call
+/// for the request, right after the stream ended. A gRPC call still waiting for
+/// its status then ended without trailers (reset, or a body that just stopped): a
+/// gRPC client sees no status, which is UNKNOWN. Counted here rather than in
+/// `on_log`, so that the module need not export `proxy_on_log`: the host then skips
+/// one call into the VM on every request (tools/wasm_drop_exports.py).
+impl Drop for CanaryRequest {
+    fn drop(&mut self) {
+        if let Some(version) = self.grpc_pending.take() {
+            if let Some(active) = self.active.clone() {
+                self.count_grpc(&active, version, GrpcCode::UNKNOWN, None);
+            }
+        }
+    }
+}
+
+impl CanaryRequest {
+    /// Counts a gRPC call's outcome; for the guard only its code decides.
+    fn count_grpc(&self, active: &Active, version: usize, code: GrpcCode, now: Option<SystemTime>) {
+        if let Some(id) = active.metrics.grpc_response(version, code) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        if let Some(guard) = &active.config.guard {
+            let failed = guard.grpc_status.contains(code);
+            self.tally_for_guard(active, guard, version, failed, now);
+        }
+    }
+
+    fn count_for_guard(
+        &self,
+        active: &Active,
+        guard: &GuardConfig,
+        version: usize,
+        code: u16,
+        now: Option<SystemTime>,
+    ) {
+        let mut failed = guard.status.is_failure(code, false);
+        if !failed && (500..600).contains(&code) && !guard.status.covers_all_5xx() {
+            // A 5xx the config does not list still counts if Envoy made it because
+            // the upstream failed (reset, timeout, no healthy host).
+            failed = guard.status.is_failure(code, generated_locally());
+        }
+        self.tally_for_guard(active, guard, version, failed, now);
+    }
+
+    fn tally_for_guard(
+        &self,
+        active: &Active,
+        guard: &GuardConfig,
+        version: usize,
+        failed: bool,
+        now: Option<SystemTime>,
+    ) {
+        if !guard.watches(version) {
+            return;
+        }
+        let Ok(mut live) = self.live.try_borrow_mut() else {
+            return;
+        };
+        let tally = if version == guard.version {
+            &mut live.pending.guarded
+        } else {
+            &mut live.pending.baseline
+        };
+        tally.total = tally.total.saturating_add(1);
+        tally.failed = tally.failed.saturating_add(u32::from(failed));
+        if failed && version == guard.version {
+            let now = now.map_or_else(now_ms, unix_ms).unsigned_abs();
+            sync_guard(active, guard, &mut live, now);
+        }
+    }
+}
+
+/// Pick mode: sets the route header or the pick header as the decision says and
+/// removes the other, so that neither a client-sent route header nor a client-sent
+/// pick value ever decides. A header the client did not send is not removed (a
+/// host call saved).
+fn write_pick(config: &Config, pick_header: &str, write: RouteWrite, request: &HostRequest) {
+    let (route_value, pick_value) = match write {
+        RouteWrite::Version { version, pick } => (
+            config.versions.get(version).map(|v| v.name.clone()),
+            pick.map(|p| p.to_string()),
+        ),
+        RouteWrite::Pick(value) => (None, Some(value.to_string())),
+        RouteWrite::Draw => (None, None),
+    };
+    for (name, value) in [
+        (config.route_header.as_str(), route_value),
+        (pick_header, pick_value),
+    ] {
+        if value.is_none() && request.header(name).is_none() {
+            continue;
+        }
+        if let Err(status) =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref())
+        {
+            warn!("cannot set {name}: {status:?}");
+        }
+    }
+}
+
+/// The request as the decision sees it: headers from the one map read, and the
+/// client address from a property read made only if an override needs it.
+struct HostRequest<'a>(SerializedHeaders<'a>);
+
+impl RequestFacts for HostRequest<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.0.header(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&[u8]> {
+        self.0.cookie(name)
+    }
+
+    fn source_address(&self) -> Option<std::net::IpAddr> {
+        match hostcalls::get_property(vec!["source", "address"]) {
+            Ok(Some(address)) => parse_socket_ip(&address),
+            _ => None,
+        }
+    }
+}
