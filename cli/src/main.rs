@@ -46,7 +46,7 @@ impl From<UsageError> for Failure {
     }
 }
 
-/// What the filter's host layer (`on_configure` in src/filter.rs) says when Envoy
+/// What the filter's host layer (`on_configure` in src/filter/root.rs) says when Envoy
 /// hands it no configuration bytes at all; `Config::from_json` never sees those.
 const EMPTY_CONFIGURATION: &str =
     "the plugin configuration is empty: it must be a JSON object with at least `versions`";
