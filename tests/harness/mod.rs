@@ -223,7 +223,7 @@ struct Ecds {
 pub const ECDS_RESOURCE: &str = "canary-router";
 
 impl Ecds {
-    /// Written like [`Lds::write`]: to a temporary file, then moved into place.
+    /// Writes the filter config as a discovery response.
     fn write(&self, typed_config: &Value) {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let mut resource = serde_yaml::Mapping::new();
@@ -233,18 +233,23 @@ impl Ecds {
         );
         resource.insert("name".into(), ECDS_RESOURCE.into());
         resource.insert("typed_config".into(), typed_config.clone());
-        let mut response = serde_yaml::Mapping::new();
-        response.insert("version_info".into(), Value::from(version.to_string()));
-        response.insert(
-            "resources".into(),
-            Value::Sequence(vec![Value::Mapping(resource)]),
-        );
-        let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
-        let dir = self.path.parent().and_then(Path::parent).expect("ecds dir");
-        let temporary = dir.join(format!("ecds-{version}.yaml.tmp"));
-        fs::write(&temporary, text).expect("write the ECDS file");
-        fs::rename(&temporary, &self.path).expect("move the ECDS file into place");
+        write_discovery_response(&self.path, version, vec![Value::Mapping(resource)]);
     }
+}
+
+/// Writes an xDS file as a discovery response, atomically: to a temporary file
+/// beside the watched directory, then renamed into it (Envoy reloads on the move).
+fn write_discovery_response(path: &Path, version: u64, resources: Vec<Value>) {
+    let mut response = serde_yaml::Mapping::new();
+    response.insert("version_info".into(), Value::from(version.to_string()));
+    response.insert("resources".into(), Value::Sequence(resources));
+    let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
+    let name = path.file_name().expect("xDS file name").to_string_lossy();
+    let dir = path.parent().and_then(Path::parent).expect("xDS dir");
+    let temporary = dir.join(format!("{name}-{version}.tmp"));
+    fs::write(&temporary, text).unwrap_or_else(|e| panic!("write {}: {e}", temporary.display()));
+    fs::rename(&temporary, path)
+        .unwrap_or_else(|e| panic!("move {} into place: {e}", path.display()));
 }
 
 /// The route configuration file Envoy watches, and what was last written to it.
@@ -255,21 +260,13 @@ struct Rds {
 }
 
 impl Rds {
-    /// Writes the route configuration as a discovery response, atomically (a
-    /// temporary file renamed into the watched directory).
+    /// Writes the route configuration as a discovery response.
     fn write(&self, routes: &Value) {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let mut resource = routes.clone();
         resource["@type"] =
             Value::from("type.googleapis.com/envoy.config.route.v3.RouteConfiguration");
-        let mut response = serde_yaml::Mapping::new();
-        response.insert("version_info".into(), Value::from(version.to_string()));
-        response.insert("resources".into(), Value::Sequence(vec![resource]));
-        let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
-        let dir = self.path.parent().and_then(Path::parent).expect("rds dir");
-        let temporary = dir.join(format!("routes-{version}.yaml.tmp"));
-        fs::write(&temporary, text).expect("write the route file");
-        fs::rename(&temporary, &self.path).expect("move the route file into place");
+        write_discovery_response(&self.path, version, vec![resource]);
     }
 }
 
@@ -283,8 +280,7 @@ struct Lds {
 }
 
 impl Lds {
-    /// Writes the listener as a discovery response, atomically: to a temporary file
-    /// beside the watched directory, then renamed into it (Envoy reloads on the move).
+    /// Writes the listener, and those added since, as a discovery response.
     fn write(&self, listener: &Value) {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         let mut resource = listener.clone();
@@ -295,14 +291,7 @@ impl Lds {
             extra["@type"] = Value::from("type.googleapis.com/envoy.config.listener.v3.Listener");
             resources.push(extra);
         }
-        let mut response = serde_yaml::Mapping::new();
-        response.insert("version_info".into(), Value::from(version.to_string()));
-        response.insert("resources".into(), Value::Sequence(resources));
-        let text = serde_yaml::to_string(&Value::Mapping(response)).expect("yaml");
-        let dir = self.path.parent().and_then(Path::parent).expect("lds dir");
-        let temporary = dir.join(format!("listeners-{version}.yaml.tmp"));
-        fs::write(&temporary, text).expect("write the listener file");
-        fs::rename(&temporary, &self.path).expect("move the listener file into place");
+        write_discovery_response(&self.path, version, resources);
     }
 }
 
