@@ -237,6 +237,26 @@ impl Ecds {
     }
 }
 
+/// An xDS `ConfigSource` reading `path`, reloaded whenever a file is moved into its
+/// directory (see [`write_discovery_response`]).
+fn file_config_source(path: &Path) -> Value {
+    let watched = path.parent().expect("xDS dir");
+    serde_yaml::from_str(&format!(
+        "resource_api_version: V3\npath_config_source:\n  path: {}\n  watched_directory: {{ path: {} }}\n",
+        path.display(),
+        watched.display()
+    ))
+    .expect("config_source")
+}
+
+/// xDS (also from a file) needs to know who this node is.
+fn name_the_node(yaml: &mut Value) {
+    if yaml["node"].is_null() {
+        yaml["node"] =
+            serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }").expect("node");
+    }
+}
+
 /// Writes an xDS file as a discovery response, atomically: to a temporary file
 /// beside the watched directory, then renamed into it (Envoy reloads on the move).
 fn write_discovery_response(path: &Path, version: u64, resources: Vec<Value>) {
@@ -442,15 +462,11 @@ impl Envoy {
             // As istiod sends it: no default_config, so a listener waits (warms)
             // until the resource has come.
             *wasm_filter = serde_yaml::from_str(&format!(
-                "name: {ECDS_RESOURCE}\nconfig_discovery:\n  config_source:\n    resource_api_version: V3\n    path_config_source:\n      path: {}\n      watched_directory: {{ path: {} }}\n  type_urls: [type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm]\n",
-                ecds.path.display(),
-                watched.display()
+                "name: {ECDS_RESOURCE}\nconfig_discovery:\n  type_urls: [type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm]\n"
             ))
             .expect("config_discovery");
-            if yaml["node"].is_null() {
-                yaml["node"] = serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }")
-                    .expect("node");
-            }
+            wasm_filter["config_discovery"]["config_source"] = file_config_source(&ecds.path);
+            name_the_node(&mut yaml);
             ecds
         });
         let rds = options.routes_from_file.then(|| {
@@ -459,7 +475,10 @@ impl Envoy {
                 .as_mapping_mut()
                 .and_then(|m| m.remove("route_config"))
                 .expect("the ingress has a route_config");
-            let name = routes["name"].as_str().expect("route_config.name").to_string();
+            let name = routes["name"]
+                .as_str()
+                .expect("route_config.name")
+                .to_string();
             let watched = dir.join("rds");
             fs::create_dir_all(&watched).expect("create the RDS dir");
             let rds = Rds {
@@ -468,16 +487,10 @@ impl Envoy {
                 version: AtomicU64::new(0),
             };
             rds.write(&routes);
-            hcm["rds"] = serde_yaml::from_str(&format!(
-                "route_config_name: {name}\nconfig_source:\n  resource_api_version: V3\n  path_config_source:\n    path: {}\n    watched_directory: {{ path: {} }}\n",
-                rds.path.display(),
-                watched.display()
-            ))
-            .expect("rds");
-            if yaml["node"].is_null() {
-                yaml["node"] = serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }")
-                    .expect("node");
-            }
+            hcm["rds"] =
+                serde_yaml::from_str(&format!("route_config_name: {name}\n")).expect("rds");
+            hcm["rds"]["config_source"] = file_config_source(&rds.path);
+            name_the_node(&mut yaml);
             rds
         });
         let lds = options.listener_from_file.then(|| {
@@ -498,18 +511,8 @@ impl Envoy {
                 extra: Mutex::new(Vec::new()),
             };
             lds.write(&listener);
-            let source: Value = serde_yaml::from_str(&format!(
-                "lds_config:\n  resource_api_version: V3\n  path_config_source:\n    path: {}\n    watched_directory: {{ path: {} }}\n",
-                lds.path.display(),
-                watched.display()
-            ))
-            .expect("dynamic_resources");
-            yaml["dynamic_resources"] = source;
-            // xDS (also from a file) needs to know who this node is.
-            if yaml["node"].is_null() {
-                yaml["node"] = serde_yaml::from_str("{ id: canary-router-e2e, cluster: e2e }")
-                    .expect("node");
-            }
+            yaml["dynamic_resources"]["lds_config"] = file_config_source(&lds.path);
+            name_the_node(&mut yaml);
             lds
         });
         let config_path = dir.join("envoy.yaml");
