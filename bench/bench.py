@@ -731,14 +731,24 @@ def count_instructions(key, workdir, warmup=3000, requests=2000):
                     raise RuntimeError(f"({key}) answered {response.status} under callgrind")
 
         send(0, warmup)
-        control = ["callgrind_control", "-i"]
-        subprocess.run(control + ["on", str(envoy.pid())], capture_output=True, check=True)
-        send(1_000_000, requests)
-        subprocess.run(control + ["off", str(envoy.pid())], capture_output=True, check=True)
-        subprocess.run(["callgrind_control", "-d", str(envoy.pid())], capture_output=True, check=True)
+        counted(envoy.pid(), lambda: send(1_000_000, requests))
         conn.close()
     finally:
         envoy.stop()
+    return callgrind_total(out_dir) / requests
+
+
+def counted(pid, work):
+    """Runs `work` with callgrind's instrumentation on in Envoy `pid`, then dumps the counts."""
+    control = ["callgrind_control", "-i"]
+    subprocess.run(control + ["on", str(pid)], capture_output=True, check=True)
+    work()
+    subprocess.run(control + ["off", str(pid)], capture_output=True, check=True)
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+
+
+def callgrind_total(out_dir):
+    """The instructions counted in every callgrind dump in `out_dir`."""
     total = 0
     for name in os.listdir(out_dir):
         if name.startswith("callgrind.out"):
@@ -746,7 +756,7 @@ def count_instructions(key, workdir, warmup=3000, requests=2000):
                 for line in f:
                     if line.startswith("totals:"):
                         total += int(line.split()[1])
-    return total / requests
+    return total
 
 
 # ---- gRPC: instructions per call (callgrind) -------------------------------------------
@@ -824,21 +834,10 @@ def count_grpc_instructions(case, peers, workdir, warmup=300, calls=1000):
                     raise RuntimeError(f"({case}) answered {codes} under callgrind")
 
         send(0, warmup)
-        control = ["callgrind_control", "-i"]
-        subprocess.run(control + ["on", str(envoy.pid())], capture_output=True, check=True)
-        send(1_000_000, calls)
-        subprocess.run(control + ["off", str(envoy.pid())], capture_output=True, check=True)
-        subprocess.run(["callgrind_control", "-d", str(envoy.pid())], capture_output=True, check=True)
+        counted(envoy.pid(), lambda: send(1_000_000, calls))
     finally:
         envoy.stop()
-    total = 0
-    for name in os.listdir(out_dir):
-        if name.startswith("callgrind.out"):
-            with open(os.path.join(out_dir, name)) as f:
-                for line in f:
-                    if line.startswith("totals:"):
-                        total += int(line.split()[1])
-    return total / calls
+    return callgrind_total(out_dir) / calls
 
 
 def run_grpc_instructions(workdir, http_counts):
