@@ -18,6 +18,7 @@
 //! is made anew to check each config; a VM restarted under FAIL_RELOAD) finds its
 //! text in the proxy-wide shared data, where every good load leaves it.
 
+use crate::config::json::{Json, Loose};
 use std::collections::BTreeMap;
 
 /// The environment variable (`vm_config.environment_variables`, Istio's
@@ -166,15 +167,20 @@ impl SafeMode {
     /// as header names (whatever else is wrong with the config).
     pub fn from_refused(config: &[u8]) -> SafeMode {
         let mut remove = vec![crate::config::DEFAULT_ROUTE_HEADER.to_string()];
-        let salvaged: Salvaged = serde_json::from_slice(config).unwrap_or_default();
-        let token = salvaged
-            .override_
-            .and_then(|o| o.token)
-            .and_then(|t| t.header);
         // Pick mode's header too: a client-sent pick value must not decide either.
-        let pick = salvaged.hash.and_then(|h| h.pick_header);
-        for name in [salvaged.route_header, token, pick].into_iter().flatten() {
-            let name = name.0.to_ascii_lowercase();
+        let read = Json::new(config).loose_value();
+        let mut names = Vec::new();
+        if let Ok(config) = &read {
+            for path in [
+                &["route_header"][..],
+                &["override", "token", "header"],
+                &["hash", "pick_header"],
+            ] {
+                strings_at(config, path, &mut names);
+            }
+        }
+        for name in names {
+            let name = name.to_ascii_lowercase();
             if is_header_name(&name) && !remove.contains(&name) {
                 remove.push(name);
             }
@@ -191,84 +197,19 @@ fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-// The few fields safe mode reads from a config that failed validation: every
-// other field, and any field of an unexpected type, is ignored.
-#[derive(serde::Deserialize, Default)]
-struct Salvaged {
-    #[serde(default)]
-    route_header: Option<LenientString>,
-    #[serde(default, rename = "override")]
-    override_: Option<SalvagedOverride>,
-    #[serde(default)]
-    hash: Option<SalvagedHash>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct SalvagedHash {
-    #[serde(default)]
-    pick_header: Option<LenientString>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct SalvagedOverride {
-    #[serde(default)]
-    token: Option<SalvagedToken>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct SalvagedToken {
-    #[serde(default)]
-    header: Option<LenientString>,
-}
-
-/// A string, or nothing for a value of any other type (which is skipped).
-struct LenientString(String);
-
-impl<'de> serde::Deserialize<'de> for LenientString {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = LenientString;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(LenientString(v.to_string()))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(LenientString(String::new()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(LenientString(String::new()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(LenientString(String::new()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(LenientString(String::new()))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-                Ok(LenientString(String::new()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(LenientString(String::new()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(LenientString(String::new()))
+/// Every string at `path` in a config read leniently: an object key that is
+/// there twice gives both values, and a value of another type is skipped.
+fn strings_at<'a>(value: &'a Loose, path: &[&str], out: &mut Vec<&'a str>) {
+    match (value, path) {
+        (Loose::String(s), []) => out.push(s),
+        (Loose::Object(entries), [key, rest @ ..]) => {
+            for (k, v) in entries {
+                if k == key {
+                    strings_at(v, rest, out);
+                }
             }
         }
-        d.deserialize_any(Visitor)
+        _ => {}
     }
 }
 

@@ -5,7 +5,7 @@
 //! compare-and-swap; this module only does the arithmetic and the encoding.
 
 use crate::grpc::GrpcCodeSet;
-use crate::units::format_duration;
+use crate::units::{format_duration, format_fixed};
 
 /// Which responses count as failures: status classes (`5xx`) and exact codes (`429`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,22 +307,22 @@ pub fn describe(event: &GuardEvent, config: &GuardConfig, guarded: &str, baselin
             // The baseline is counted only when baseline_margin compares with it.
             let compared = if config.baseline_margin.is_some() {
                 format!(
-                    " (baseline {baseline}: {} of {}, {:.2}%)",
+                    " (baseline {baseline}: {} of {}, {}%)",
                     b.failed,
                     b.total,
-                    100.0 * b.rate()
+                    format_fixed(100.0 * b.rate(), 2)
                 )
             } else {
                 String::new()
             };
             format!(
-                "guard tripped: {guarded} failed {} of {} responses ({:.2}%) in the last {}, above max_error_rate {:.2}%\
+                "guard tripped: {guarded} failed {} of {} responses ({}%) in the last {}, above max_error_rate {}%\
                  {compared}; sending {guarded}'s traffic to {baseline} {hold}; overrides still reach {guarded}",
                 g.failed,
                 g.total,
-                100.0 * g.rate(),
+                format_fixed(100.0 * g.rate(), 2),
                 format_duration(config.window_ms),
-                100.0 * config.max_error_rate,
+                format_fixed(100.0 * config.max_error_rate, 2),
             )
         }
         GuardEvent::Rearmed => {

@@ -10,27 +10,29 @@ pub const FULL_WEIGHT_BASIS_POINTS: u32 = 10_000;
 /// that it maps to a whole number of buckets.
 pub fn weight_to_basis_points(weight: f64, buckets: u32) -> Result<u32, String> {
     if !weight.is_finite() {
-        return Err(format!("{weight} is not a number"));
+        return Err(format!("{} is not a number", format_number(weight)));
     }
     if weight < 0.0 {
-        return Err(format!("{weight} is below 0"));
+        return Err(format!("{} is below 0", format_number(weight)));
     }
     if weight > 100.0 {
-        return Err(format!("{weight} is above 100"));
+        return Err(format!("{} is above 100", format_number(weight)));
     }
     let scaled = weight * 100.0;
     let bp = scaled.round();
     if (scaled - bp).abs() > 1e-6 {
         return Err(format!(
-            "{weight} has more than two decimals (0.01 is the smallest step)"
+            "{} has more than two decimals (0.01 is the smallest step)",
+            format_number(weight)
         ));
     }
     // In range 0..=10000 after the checks above, so the cast is exact.
     let bp = bp as u32;
     if (u64::from(bp) * u64::from(buckets)) % u64::from(FULL_WEIGHT_BASIS_POINTS) != 0 {
-        let step = f64::from(FULL_WEIGHT_BASIS_POINTS / buckets) / 100.0;
+        let step = format_basis_points(u64::from(FULL_WEIGHT_BASIS_POINTS / buckets));
         return Err(format!(
-            "{weight} is not a whole number of buckets: with hash.buckets = {buckets} weights go in steps of {step}"
+            "{} is not a whole number of buckets: with hash.buckets = {buckets} weights go in steps of {step}",
+            format_number(weight)
         ));
     }
     Ok(bp)
@@ -45,6 +47,122 @@ pub fn format_basis_points(bp: u64) -> String {
     } else {
         format!("{}.{:02}", bp / 100, bp % 100)
     }
+}
+
+/// A number as Rust's `{}` writes an `f64` (`120`, `0.5`, `1.125`, `-0`), without
+/// the float formatting code of `core::fmt`, which is about 20 KB of the `.wasm`:
+/// from the shortest digits that read back as the same number. Exact for every
+/// number with at most 17 significant digits between 1e-17 and 1e38, which the
+/// config's numbers are; beyond, the last digit may differ.
+pub fn format_number(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_string();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    let (negative, digits, exponent) = shortest_digits(v);
+    let sign = if negative { "-" } else { "" };
+    format!("{sign}{}", plain_decimal(&digits, exponent))
+}
+
+/// `value` with `decimals` decimals, rounded: (`5.0`, 2) -> `5.00`, for log lines
+/// (as `{:.2}` writes, except for exact ties, which round away from zero).
+pub fn format_fixed(value: f64, decimals: u32) -> String {
+    let scale = pow10(decimals);
+    let scaled = (value.abs() * scale).round();
+    if !scaled.is_finite() || scaled >= 1e18 {
+        return format_number(value);
+    }
+    let scaled = scaled as u64;
+    let sign = if value < 0.0 && scaled != 0 { "-" } else { "" };
+    let whole = scaled / scale as u64;
+    if decimals == 0 {
+        return format!("{sign}{whole}");
+    }
+    let fraction = scaled % scale as u64;
+    format!(
+        "{sign}{whole}.{fraction:0width$}",
+        width = decimals as usize
+    )
+}
+
+/// The shortest digits that read back as `v` (finite): `(negative, digits,
+/// exponent)` with |v| = digits × 10^exponent, digits without leading or trailing
+/// zeros (`"0"` for zero).
+pub fn shortest_digits(v: f64) -> (bool, String, i32) {
+    let negative = v.is_sign_negative();
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() {
+        return (negative, "0".to_string(), 0);
+    }
+    // The exponent of the first digit: 10^first <= a < 10^(first + 1).
+    let mut first = 0i32;
+    while first < 308 && a >= scale_by_pow10(1.0, first + 1) {
+        first += 1;
+    }
+    while first > -324 && a < scale_by_pow10(1.0, first) {
+        first -= 1;
+    }
+    let mut found = None;
+    for significant in 1..=17 {
+        let exponent = first - significant + 1;
+        let candidate = scale_by_pow10(a, -exponent).round();
+        found = Some((candidate, exponent));
+        if scale_by_pow10(candidate, exponent) == a {
+            break;
+        }
+    }
+    let (candidate, mut exponent) = found.unwrap_or((0.0, 0));
+    let mut digits = (candidate as u64).to_string();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+        exponent += 1;
+    }
+    (negative, digits, exponent)
+}
+
+/// `digits` × 10^exponent written out without an exponent: `("15", -1)` ->
+/// `1.5`, `("12", 1)` -> `120`, `("5", -3)` -> `0.005`.
+pub fn plain_decimal(digits: &str, exponent: i32) -> String {
+    if exponent >= 0 {
+        let mut out = digits.to_string();
+        out.extend(std::iter::repeat_n('0', exponent as usize));
+        return out;
+    }
+    let point = digits.len() as i32 + exponent;
+    if point > 0 {
+        let (whole, fraction) = digits.split_at(point as usize);
+        format!("{whole}.{fraction}")
+    } else {
+        let zeros: String = std::iter::repeat_n('0', point.unsigned_abs() as usize).collect();
+        format!("0.{zeros}{digits}")
+    }
+}
+
+/// `v` × 10^exponent, exact (correctly rounded) for |exponent| <= 22.
+fn scale_by_pow10(v: f64, exponent: i32) -> f64 {
+    if exponent >= 0 {
+        v * pow10(exponent.unsigned_abs())
+    } else {
+        v / pow10(exponent.unsigned_abs())
+    }
+}
+
+/// 10^n: exact up to 10^22, the largest power of ten a double holds exactly;
+/// above, a few units in the last place off, and infinite above 10^308.
+pub fn pow10(n: u32) -> f64 {
+    let mut pow = 1.0;
+    let mut left = n;
+    while left > 22 {
+        pow *= 1e22;
+        left -= 22;
+    }
+    let mut small = 1.0;
+    for _ in 0..left {
+        small *= 10.0;
+    }
+    pow * small
 }
 
 /// Parses `1h`, `10m`, `30s`, `1h30m`, `0s`: whole hours, minutes and seconds in

@@ -2,6 +2,7 @@
 //! [`crate::guard::GuardConfig`].
 
 use super::error::ConfigError;
+use super::json::{self, Json};
 #[cfg(feature = "schema")]
 use super::names::{MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
 #[cfg(feature = "schema")]
@@ -9,6 +10,7 @@ use super::schedule::DURATION_PATTERN;
 use super::versions::Version;
 use crate::grpc::GrpcCodeSet;
 use crate::guard::{GuardConfig, StatusMatcher};
+use crate::units::format_number;
 use crate::units::parse_duration;
 use serde::Deserialize;
 
@@ -53,6 +55,45 @@ pub(super) struct RawGuard {
     hold: Option<String>,
 }
 
+impl RawGuard {
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let mut raw = RawGuard {
+            version: String::new(),
+            max_error_rate: 0.0,
+            baseline_margin: None,
+            min_requests: None,
+            window: None,
+            status: None,
+            grpc_status: None,
+            hold: None,
+        };
+        let fields = [
+            "version",
+            "max_error_rate",
+            "baseline_margin",
+            "min_requests",
+            "window",
+            "status",
+            "grpc_status",
+            "hold",
+        ];
+        json.object("struct RawGuard", &fields, 0b11, &mut |json, field| {
+            match field {
+                0 => raw.version = json.string()?,
+                1 => raw.max_error_rate = json.f64()?,
+                2 => raw.baseline_margin = json.option(Json::f64)?,
+                3 => raw.min_requests = json.option(|json| json.unsigned(u64::MAX, "u64"))?,
+                4 => raw.window = json.option(Json::string)?,
+                5 => raw.status = json.option(|json| json.array(Json::string))?,
+                6 => raw.grpc_status = json.option(|json| json.array(Json::string))?,
+                _ => raw.hold = json.option(Json::string)?,
+            }
+            Ok(())
+        })?;
+        Ok(raw)
+    }
+}
+
 // The JSON Schema's pattern of a `grpc_status` entry: one of the 17 code names.
 #[cfg(feature = "schema")]
 const GRPC_CODE_PATTERN: &str = "^(?:OK|CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED)$";
@@ -91,7 +132,7 @@ pub(super) fn validate_guard(
             "guard.max_error_rate",
             format!(
                 "{} is not a fraction from 0 up to (not including) 1, such as 0.05 for 5%",
-                raw.max_error_rate
+                format_number(raw.max_error_rate)
             ),
         ));
     }
@@ -99,7 +140,10 @@ pub(super) fn validate_guard(
         if !rate_ok(margin) {
             errors.push(ConfigError::new(
                 "guard.baseline_margin",
-                format!("{margin} is not a fraction from 0 to 1, such as 0.02 for 2 points"),
+                format!(
+                    "{} is not a fraction from 0 to 1, such as 0.02 for 2 points",
+                    format_number(margin)
+                ),
             ));
         }
     }

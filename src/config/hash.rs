@@ -3,6 +3,7 @@
 //! rollout controller's route weights decide.
 
 use super::error::ConfigError;
+use super::json::{self, Json};
 #[cfg(feature = "schema")]
 use super::names::HEADER_NAME_PATTERN;
 use super::names::{checked_cookie_name, checked_header_name};
@@ -44,6 +45,43 @@ pub(super) struct RawHash {
     /// Rollouts). Needs pick_header.
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4294967295u64), extend("default" = DEFAULT_PICK_TOTAL)))]
     pick_total: Option<u64>,
+}
+
+impl RawHash {
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let mut raw = RawHash {
+            header: None,
+            cookie: None,
+            salt: None,
+            buckets: None,
+            pick_header: None,
+            pick_total: None,
+        };
+        let fields = [
+            "header",
+            "cookie",
+            "salt",
+            "buckets",
+            "pick_header",
+            "pick_total",
+        ];
+        json.object("struct RawHash", &fields, 0, &mut |json, field| {
+            match field {
+                0 => raw.header = json.option(Json::string)?,
+                1 => raw.cookie = json.option(Json::string)?,
+                2 => raw.salt = json.option(Json::string)?,
+                3 => {
+                    raw.buckets = json
+                        .option(|json| json.unsigned(u64::from(u32::MAX), "u32"))?
+                        .map(|b| b as u32)
+                }
+                4 => raw.pick_header = json.option(Json::string)?,
+                _ => raw.pick_total = json.option(|json| json.unsigned(u64::MAX, "u64"))?,
+            }
+            Ok(())
+        })?;
+        Ok(raw)
+    }
 }
 
 /// True if the config is in pick mode (`hash.pick_header` set): versions then

@@ -2,6 +2,7 @@
 //! of them the filter records.
 
 use super::error::ConfigError;
+use super::json::{self, Json};
 use super::names::is_metric_name;
 use serde::Deserialize;
 
@@ -24,6 +25,21 @@ pub(super) struct RawMetrics {
     /// response_code} count the same.
     #[cfg_attr(feature = "schema", schemars(extend("default" = false)))]
     responses: Option<bool>,
+}
+
+impl RawMetrics {
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let (mut latency, mut responses) = (None, None);
+        let fields = ["latency", "responses"];
+        json.object("struct RawMetrics", &fields, 0, &mut |json, field| {
+            match field {
+                0 => latency = json.option(Json::boolean)?,
+                _ => responses = json.option(Json::boolean)?,
+            }
+            Ok(())
+        })?;
+        Ok(RawMetrics { latency, responses })
+    }
 }
 
 /// Which per-version metrics to record beyond the decision counters. Each costs host

@@ -12,7 +12,7 @@ mod error;
 mod guard;
 mod hash;
 mod hosts;
-mod json_path;
+pub(crate) mod json;
 mod metrics;
 mod names;
 mod overrides;
@@ -36,6 +36,7 @@ pub use crate::units::{format_basis_points, weight_to_basis_points, FULL_WEIGHT_
 
 use self::guard::RawGuard;
 use self::hash::RawHash;
+use self::json::Json;
 use self::metrics::RawMetrics;
 use self::names::checked_header_name;
 #[cfg(feature = "schema")]
@@ -139,6 +140,61 @@ struct RawConfig {
     hosts: Option<Vec<String>>,
 }
 
+impl RawConfig {
+    fn read(json: &mut Json) -> json::Result<Self> {
+        let mut raw = RawConfig {
+            route_header: None,
+            versions: Vec::new(),
+            override_: None,
+            users: None,
+            hash: None,
+            anonymous: None,
+            metrics_prefix: None,
+            metrics: None,
+            guard: None,
+            hosts: None,
+        };
+        let fields = [
+            "route_header",
+            "versions",
+            "override",
+            "users",
+            "hash",
+            "anonymous",
+            "metrics_prefix",
+            "metrics",
+            "guard",
+            "hosts",
+        ];
+        json.object("struct RawConfig", &fields, 0b10, &mut |json, field| {
+            match field {
+                0 => raw.route_header = json.option(Json::string)?,
+                1 => raw.versions = json.array(RawVersion::read)?,
+                2 => raw.override_ = json.option(RawOverride::read)?,
+                3 => raw.users = json.option(|json| json.map(|json| json.array(Json::string)))?,
+                4 => raw.hash = json.option(RawHash::read)?,
+                5 => {
+                    raw.anonymous = json
+                        .option(|json| json.unit_enum(&["random", "baseline"]))?
+                        .map(|i| {
+                            if i == 0 {
+                                Anonymous::Random
+                            } else {
+                                Anonymous::Baseline
+                            }
+                        })
+                }
+                6 => raw.metrics_prefix = json.option(Json::string)?,
+                7 => raw.metrics = json.option(RawMetrics::read)?,
+                8 => raw.guard = json.option(RawGuard::read)?,
+                _ => raw.hosts = json.option(|json| json.array(Json::string))?,
+            }
+            Ok(())
+        })?;
+        Ok(raw)
+    }
+}
+
 /// The JSON Schema of the config, generated from the types above.
 #[cfg(feature = "schema")]
 pub fn json_schema() -> schemars::Schema {
@@ -182,13 +238,14 @@ impl Config {
             }
             None => return Err(vec![ConfigError::new("", "the config is empty")]),
         }
-        let raw: RawConfig = match serde_json::from_slice(bytes) {
+        let mut json = Json::new(bytes);
+        let raw = match RawConfig::read(&mut json).and_then(|raw| json.end().map(|()| raw)) {
             Ok(raw) => raw,
             Err(err) => {
-                let path = json_path::field_of_error(bytes, &err);
+                let (path, message) = json.render(err);
                 // "?" is a syntax error before any field was read: it names no field.
                 let field = if path == "?" { String::new() } else { path };
-                return Err(vec![ConfigError::new(field, err.to_string())]);
+                return Err(vec![ConfigError::new(field, message)]);
             }
         };
         let mut config = validate(raw)?;

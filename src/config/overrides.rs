@@ -2,6 +2,7 @@
 //! protects them (a secret token, trusted source addresses).
 
 use super::error::ConfigError;
+use super::json::{self, Json};
 #[cfg(feature = "schema")]
 use super::names::HEADER_NAME_PATTERN;
 use super::names::{checked_cookie_name, checked_header_name};
@@ -30,6 +31,28 @@ pub(super) struct RawOverride {
     trusted_sources: Option<Vec<String>>,
 }
 
+impl RawOverride {
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let mut raw = RawOverride {
+            header: None,
+            cookie: None,
+            token: None,
+            trusted_sources: None,
+        };
+        let fields = ["header", "cookie", "token", "trusted_sources"];
+        json.object("struct RawOverride", &fields, 0, &mut |json, field| {
+            match field {
+                0 => raw.header = json.option(Json::string)?,
+                1 => raw.cookie = json.option(Json::string)?,
+                2 => raw.token = json.option(RawToken::read)?,
+                _ => raw.trusted_sources = json.option(|json| json.array(Json::string))?,
+            }
+            Ok(())
+        })?;
+        Ok(raw)
+    }
+}
+
 /// The secret that unlocks overrides.
 #[derive(Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -43,6 +66,28 @@ struct RawToken {
     /// let you rotate.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_TOKEN_VALUES), inner(length(min = MIN_TOKEN_LEN), regex(pattern = r"^[!-~]+$"))))]
     values: Vec<String>,
+}
+
+impl RawToken {
+    fn read(json: &mut Json) -> json::Result<Self> {
+        let (mut header, mut values) = (None, None);
+        json.object(
+            "struct RawToken",
+            &["header", "values"],
+            0b11,
+            &mut |json, field| {
+                match field {
+                    0 => header = Some(json.string()?),
+                    _ => values = Some(json.array(Json::string)?),
+                }
+                Ok(())
+            },
+        )?;
+        Ok(RawToken {
+            header: header.unwrap_or_default(),
+            values: values.unwrap_or_default(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

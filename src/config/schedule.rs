@@ -2,8 +2,11 @@
 //! [`crate::schedule::Schedule`].
 
 use super::error::ConfigError;
+use super::json::{self, Json};
 use crate::schedule::{Schedule, Step};
-use crate::units::{format_basis_points, parse_duration, parse_rfc3339, weight_to_basis_points};
+use crate::units::{
+    format_basis_points, format_number, parse_duration, parse_rfc3339, weight_to_basis_points,
+};
 use serde::Deserialize;
 
 /// A ramp: from start + after, the weight is that step's weight.
@@ -25,6 +28,26 @@ pub(super) struct RawSchedule {
     interpolate: Option<bool>,
 }
 
+impl RawSchedule {
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let (mut start, mut steps, mut interpolate) = (None, None, None);
+        let fields = ["start", "steps", "interpolate"];
+        json.object("struct RawSchedule", &fields, 0b11, &mut |json, field| {
+            match field {
+                0 => start = Some(json.string()?),
+                1 => steps = Some(json.array(RawStep::read)?),
+                _ => interpolate = json.option(Json::boolean)?,
+            }
+            Ok(())
+        })?;
+        Ok(RawSchedule {
+            start: start.unwrap_or_default(),
+            steps: steps.unwrap_or_default(),
+            interpolate,
+        })
+    }
+}
+
 /// One step of a ramp.
 #[derive(Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -37,6 +60,28 @@ struct RawStep {
     /// The weight from then on, a percentage as for a version's weight.
     #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     weight: f64,
+}
+
+impl RawStep {
+    fn read(json: &mut Json) -> json::Result<Self> {
+        let (mut after, mut weight) = (None, None);
+        json.object(
+            "struct RawStep",
+            &["after", "weight"],
+            0b11,
+            &mut |json, field| {
+                match field {
+                    0 => after = Some(json.string()?),
+                    _ => weight = Some(json.f64()?),
+                }
+                Ok(())
+            },
+        )?;
+        Ok(RawStep {
+            after: after.unwrap_or_default(),
+            weight: weight.unwrap_or_default(),
+        })
+    }
 }
 
 // The JSON Schema's pattern of a duration, the same rule as `parse_duration`.
@@ -85,7 +130,7 @@ pub(super) fn validate_schedule(
                     format!("{step_field}.weight"),
                     format!(
                         "{} is below the step before it ({}): a ramp never goes down (roll back by changing the config)",
-                        step.weight,
+                        format_number(step.weight),
                         format_basis_points(previous.weight_basis_points.into())
                     ),
                 ));

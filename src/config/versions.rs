@@ -2,6 +2,7 @@
 //! and the bucket ranges ([`Split`]) the weights become.
 
 use super::error::ConfigError;
+use super::json::{self, Json};
 use super::names::version_name_problem;
 #[cfg(feature = "schema")]
 use super::names::{MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
@@ -31,6 +32,26 @@ pub(super) struct RawVersion {
     weight: Option<f64>,
     /// Instead of weight: a ramp that raises the weight over time.
     schedule: Option<RawSchedule>,
+}
+
+impl RawVersion {
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let (mut name, mut weight, mut schedule) = (None, None, None);
+        let fields = ["name", "weight", "schedule"];
+        json.object("struct RawVersion", &fields, 0b1, &mut |json, field| {
+            match field {
+                0 => name = Some(json.string()?),
+                1 => weight = json.option(Json::f64)?,
+                _ => schedule = json.option(RawSchedule::read)?,
+            }
+            Ok(())
+        })?;
+        Ok(RawVersion {
+            name: name.unwrap_or_default(),
+            weight,
+            schedule,
+        })
+    }
 }
 
 /// A version of the upstream service, as configured.

@@ -168,13 +168,13 @@ fn summary(active: &Active) -> String {
             .guard
             .as_ref()
             .map_or(String::new(), |g| format!(
-                "; guard on {} at {:.1}% errors over {} requests",
+                "; guard on {} at {}% errors over {} requests",
                 active
                     .config
                     .versions
                     .get(g.version)
                     .map_or("?", |v| v.name.as_str()),
-                100.0 * g.max_error_rate,
+                crate::units::format_fixed(100.0 * g.max_error_rate, 1),
                 g.min_requests
             )),
     )
