@@ -165,6 +165,8 @@ impl SafeMode {
     /// From the refused config's text: the default route header, plus the
     /// `route_header` and `override.token.header` it names, where they can be read
     /// as header names (whatever else is wrong with the config).
+    #[cold]
+    #[inline(never)]
     pub fn from_refused(config: &[u8]) -> SafeMode {
         let mut remove = vec![crate::config::DEFAULT_ROUTE_HEADER.to_string()];
         // Pick mode's header too: a client-sent pick value must not decide either.
@@ -199,6 +201,8 @@ fn is_header_name(name: &str) -> bool {
 
 /// Every string at `path` in a config read leniently: an object key that is
 /// there twice gives both values, and a value of another type is skipped.
+#[cold]
+#[inline(never)]
 fn strings_at<'a>(value: &'a Loose, path: &[&str], out: &mut Vec<&'a str>) {
     match (value, path) {
         (Loose::String(s), []) => out.push(s),

@@ -195,6 +195,8 @@ impl GrpcCodeSet {
 
     /// Parses code names (`"UNAVAILABLE"`); on a bad entry returns its index and
     /// what is wrong with it.
+    #[cold]
+    #[inline(never)]
     pub fn parse(entries: &[String]) -> Result<GrpcCodeSet, (usize, String)> {
         let mut bits = 0u32;
         for (i, entry) in entries.iter().enumerate() {
@@ -209,7 +211,7 @@ impl GrpcCodeSet {
                         i,
                         format!(
                             "`{}` is not a gRPC status code name (OK, CANCELLED, ... UNAUTHENTICATED){hint}",
-                            entry.escape_debug()
+                            crate::units::escape_text(entry, true)
                         ),
                     ));
                 }
@@ -223,6 +225,8 @@ impl GrpcCodeSet {
     }
 
     /// The names in the set, in code order.
+    #[cold]
+    #[inline(never)]
     pub fn names(self) -> Vec<&'static str> {
         GrpcCode::all()
             .filter(|&c| self.contains(c))

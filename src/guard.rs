@@ -16,6 +16,8 @@ pub struct StatusMatcher {
 
 impl StatusMatcher {
     /// Parses entries such as `"5xx"` or `"503"`; returns the bad entry's message.
+    #[cold]
+    #[inline(never)]
     pub fn parse(entries: &[String]) -> Result<StatusMatcher, (usize, String)> {
         let mut matcher = StatusMatcher {
             classes: [false; 5],
@@ -35,7 +37,7 @@ impl StatusMatcher {
                         i,
                         format!(
                             "`{}` is neither a status class (1xx to 5xx) nor a status code (100 to 599)",
-                            entry.escape_debug()
+                            crate::units::escape_text(entry, true)
                         ),
                     ))
                 }
@@ -293,6 +295,8 @@ impl GuardState {
 }
 
 /// The log line of a transition: the figures that tripped it, and what happens now.
+#[cold]
+#[inline(never)]
 pub fn describe(event: &GuardEvent, config: &GuardConfig, guarded: &str, baseline: &str) -> String {
     match event {
         GuardEvent::Tripped {

@@ -28,6 +28,8 @@ pub struct Hosts {
 
 impl Hosts {
     /// Checks the entries; on failure every problem, as (index, message).
+    #[cold]
+    #[inline(never)]
     pub fn parse(entries: &[String]) -> Result<Hosts, Vec<(Option<usize>, String)>> {
         let mut problems = Vec::new();
         if entries.is_empty() {
@@ -48,7 +50,10 @@ impl Hosts {
         for (i, entry) in entries.iter().enumerate() {
             let lower = entry.to_ascii_lowercase();
             if let Some(problem) = entry_problem(&lower) {
-                problems.push((Some(i), format!("`{}` {problem}", entry.escape_debug())));
+                problems.push((
+                    Some(i),
+                    format!("`{}` {problem}", crate::units::escape_text(entry, true)),
+                ));
                 continue;
             }
             if let Some(first) = seen.iter().position(|s| *s == lower) {
@@ -100,6 +105,8 @@ fn host_of(authority: &[u8]) -> &[u8] {
 }
 
 /// What is wrong with one entry (already lower case), if anything.
+#[cold]
+#[inline(never)]
 fn entry_problem(entry: &str) -> Option<&'static str> {
     if entry.is_empty() {
         return Some("is empty");

@@ -95,6 +95,8 @@ pub struct MetricTable {
 }
 
 impl MetricTable {
+    #[cold]
+    #[inline(never)]
     pub fn define<S: MetricSink>(config: &Config, sink: &mut S) -> Result<Self, S::Error> {
         let prefix = &config.metrics_prefix;
         let n = config.versions.len();

@@ -12,11 +12,13 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    #[cold]
+    #[inline(never)]
     pub fn parse(text: &str) -> Result<Cidr, String> {
         let bad = || {
             format!(
                 "`{}` is not an IP address or CIDR block such as 10.0.0.0/8 or fd00::/8",
-                text.escape_debug()
+                crate::units::escape_text(text, true)
             )
         };
         let (address, prefix) = match text.split_once('/') {

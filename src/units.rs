@@ -8,6 +8,8 @@ pub const FULL_WEIGHT_BASIS_POINTS: u32 = 10_000;
 
 /// Converts a percentage to basis points, checking its range, its precision and
 /// that it maps to a whole number of buckets.
+#[cold]
+#[inline(never)]
 pub fn weight_to_basis_points(weight: f64, buckets: u32) -> Result<u32, String> {
     if !weight.is_finite() {
         return Err(format!("{} is not a number", format_number(weight)));
@@ -39,6 +41,8 @@ pub fn weight_to_basis_points(weight: f64, buckets: u32) -> Result<u32, String> 
 }
 
 /// `1025` -> `"10.25"`, `1000` -> `"10"`: how weights read in messages.
+#[cold]
+#[inline(never)]
 pub fn format_basis_points(bp: u64) -> String {
     if bp % 100 == 0 {
         format!("{}", bp / 100)
@@ -51,9 +55,12 @@ pub fn format_basis_points(bp: u64) -> String {
 
 /// A number as Rust's `{}` writes an `f64` (`120`, `0.5`, `1.125`, `-0`), without
 /// the float formatting code of `core::fmt`, which is about 20 KB of the `.wasm`:
-/// from the shortest digits that read back as the same number. Exact for every
-/// number with at most 17 significant digits between 1e-17 and 1e38, which the
-/// config's numbers are; beyond, the last digit may differ.
+/// from the shortest digits that read back as the same number. The same text as
+/// Rust's for every number below 1e22 whose shortest digits end at or above
+/// 10^-22, which covers every weight and rate a config can hold; beyond, the
+/// last digits may differ.
+#[cold]
+#[inline(never)]
 pub fn format_number(v: f64) -> String {
     if v.is_nan() {
         return "NaN".to_string();
@@ -68,6 +75,8 @@ pub fn format_number(v: f64) -> String {
 
 /// `value` with `decimals` decimals, rounded: (`5.0`, 2) -> `5.00`, for log lines
 /// (as `{:.2}` writes, except for exact ties, which round away from zero).
+#[cold]
+#[inline(never)]
 pub fn format_fixed(value: f64, decimals: u32) -> String {
     let scale = pow10(decimals);
     let scaled = (value.abs() * scale).round();
@@ -90,6 +99,8 @@ pub fn format_fixed(value: f64, decimals: u32) -> String {
 /// The shortest digits that read back as `v` (finite): `(negative, digits,
 /// exponent)` with |v| = digits × 10^exponent, digits without leading or trailing
 /// zeros (`"0"` for zero).
+#[cold]
+#[inline(never)]
 pub fn shortest_digits(v: f64) -> (bool, String, i32) {
     let negative = v.is_sign_negative();
     let a = v.abs();
@@ -109,7 +120,9 @@ pub fn shortest_digits(v: f64) -> (bool, String, i32) {
         let exponent = first - significant + 1;
         let candidate = scale_by_pow10(a, -exponent).round();
         found = Some((candidate, exponent));
-        if scale_by_pow10(candidate, exponent) == a {
+        // Only a power of ten up to 10^22 is exact, so only then does the check
+        // prove that these digits read back as `a`.
+        if exponent.unsigned_abs() <= 22 && scale_by_pow10(candidate, exponent) == a {
             break;
         }
     }
@@ -124,6 +137,8 @@ pub fn shortest_digits(v: f64) -> (bool, String, i32) {
 
 /// `digits` × 10^exponent written out without an exponent: `("15", -1)` ->
 /// `1.5`, `("12", 1)` -> `120`, `("5", -3)` -> `0.005`.
+#[cold]
+#[inline(never)]
 pub fn plain_decimal(digits: &str, exponent: i32) -> String {
     if exponent >= 0 {
         let mut out = digits.to_string();
@@ -151,6 +166,8 @@ fn scale_by_pow10(v: f64, exponent: i32) -> f64 {
 
 /// 10^n: exact up to 10^22, the largest power of ten a double holds exactly;
 /// above, a few units in the last place off, and infinite above 10^308.
+#[cold]
+#[inline(never)]
 pub fn pow10(n: u32) -> f64 {
     let mut pow = 1.0;
     let mut left = n;
@@ -165,11 +182,42 @@ pub fn pow10(n: u32) -> f64 {
     pow * small
 }
 
+/// `text` escaped for a message, as `str::escape_debug` writes it (`quote`:
+/// `'` too) or `{:?}` without its quotes: backslash, quotes, `\t` `\r` `\n` `\0`
+/// and the other control characters (`\u{1}`). Other characters are written as
+/// they are, where Rust would also escape unprintable and combining ones: that
+/// keeps core's Unicode tables (about 5 KB) out of the `.wasm`.
+#[cold]
+#[inline(never)]
+pub fn escape_text(text: &str, quote: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\0' => out.push_str("\\0"),
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\'' if quote => out.push_str("\\'"),
+            '\u{1}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Parses `1h`, `10m`, `30s`, `1h30m`, `0s`: whole hours, minutes and seconds in
 /// that order, at least one. Returns milliseconds.
+#[cold]
+#[inline(never)]
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("`{}` is not a duration: use whole hours, minutes and seconds such as 30s, 10m, 1h or 1h30m", text.escape_debug())
+        format!("`{}` is not a duration: use whole hours, minutes and seconds such as 30s, 10m, 1h or 1h30m", escape_text(text, true))
     };
     if text.is_empty() {
         return Err(bad());
@@ -212,6 +260,8 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 }
 
 /// Formats milliseconds the way durations are written: `1h30m`, `45s`, `0s`.
+#[cold]
+#[inline(never)]
 pub fn format_duration(ms: u64) -> String {
     let mut secs = ms / 1000;
     let mut out = String::new();
@@ -229,11 +279,13 @@ pub fn format_duration(ms: u64) -> String {
 
 /// Parses an RFC 3339 instant (`2026-12-01T09:00:00Z`, `2026-12-01T10:00:00.5+01:00`)
 /// into unix milliseconds.
+#[cold]
+#[inline(never)]
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let bad = || {
         format!(
             "`{}` is not an RFC 3339 time such as 2026-12-01T09:00:00Z",
-            text.escape_debug()
+            escape_text(text, true)
         )
     };
     let b = text.as_bytes();
@@ -304,6 +356,8 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
 
 /// Formats unix milliseconds as RFC 3339 UTC with milliseconds, the inverse of
 /// [`parse_rfc3339`]: `2026-12-01T09:00:00.000Z`.
+#[cold]
+#[inline(never)]
 pub fn format_rfc3339(ms: i64) -> String {
     let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
@@ -424,5 +478,63 @@ mod tests {
         assert_eq!(format_basis_points(1050), "10.5");
         assert_eq!(format_basis_points(5), "0.05");
         assert_eq!(format_basis_points(0), "0");
+    }
+
+    #[test]
+    fn numbers_are_written_as_rust_writes_them() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut cases = vec![
+            0.0, -0.0, 1.0, 120.0, 0.5, 1.125, 0.05, 1e-7, 1e21, 33.33, 100.5,
+        ];
+        for _ in 0..20_000 {
+            // Up to 15 digits, scaled up to 1e21 or down to 1e-22 (one rounding
+            // each, so that the shortest digits end at or above 10^-22).
+            let width = 1 + next(15) as u32;
+            let digits = next(10u64.pow(width)) as f64;
+            cases.push(digits * pow10(next(7) as u32));
+            cases.push(digits / pow10(next(23) as u32));
+        }
+        for v in cases {
+            assert_eq!(format_number(v), format!("{v}"), "{v:e}");
+            assert_eq!(format_number(-v), format!("{}", -v), "{v:e}");
+        }
+        assert_eq!(format_number(f64::NAN), "NaN");
+        assert_eq!(format_number(f64::INFINITY), "inf");
+    }
+
+    #[test]
+    fn fixed_decimals_round_as_format_does_away_from_ties() {
+        for (v, d, text) in [
+            (5.0, 2, "5.00"),
+            (0.0, 1, "0.0"),
+            (12.345678, 2, "12.35"),
+            (99.999, 1, "100.0"),
+            (100.0 * 17.0 / 20.0, 2, "85.00"),
+            (-0.004, 2, "0.00"),
+            (-1.5, 1, "-1.5"),
+            (7.0, 0, "7"),
+        ] {
+            assert_eq!(format_fixed(v, d), text);
+        }
+        for i in 0..10_000 {
+            let v = f64::from(i) / 7.0;
+            assert_eq!(format_fixed(v, 2), format!("{v:.2}"), "{v}");
+        }
+    }
+
+    #[test]
+    fn text_is_escaped_as_escape_debug_escapes_ascii() {
+        let text = "a'b\"c\\d\n\t\r\0\u{1}\u{1f}\u{7f}\u{85} caf\u{e9} \u{1F600}";
+        assert_eq!(escape_text(text, true), text.escape_debug().to_string());
+        assert_eq!(
+            format!("\"{}\"", escape_text(text, false)),
+            format!("{text:?}")
+        );
     }
 }

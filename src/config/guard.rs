@@ -56,6 +56,8 @@ pub(super) struct RawGuard {
 }
 
 impl RawGuard {
+    #[cold]
+    #[inline(never)]
     pub(super) fn read(json: &mut Json) -> json::Result<Self> {
         let mut raw = RawGuard {
             version: String::new(),
@@ -103,6 +105,8 @@ const GRPC_CODE_PATTERN: &str = "^(?:OK|CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADL
 const HOLD_PATTERN: &str =
     r"^(?:forever|[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_guard(
     raw: RawGuard,
     versions: &[Version],

@@ -48,6 +48,8 @@ pub(super) struct RawHash {
 }
 
 impl RawHash {
+    #[cold]
+    #[inline(never)]
     pub(super) fn read(json: &mut Json) -> json::Result<Self> {
         let mut raw = RawHash {
             header: None,
@@ -103,6 +105,8 @@ pub struct HashConfig {
 
 /// `hash.buckets`, or the default; checked first, because weights are checked
 /// against it.
+#[cold]
+#[inline(never)]
 pub(super) fn validate_buckets(raw: Option<&RawHash>, errors: &mut Vec<ConfigError>) -> u32 {
     match raw.and_then(|h| h.buckets) {
         Some(b) if ALLOWED_BUCKETS.contains(&b) => b,
@@ -117,6 +121,8 @@ pub(super) fn validate_buckets(raw: Option<&RawHash>, errors: &mut Vec<ConfigErr
     }
 }
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_hash(raw: Option<RawHash>, errors: &mut Vec<ConfigError>) -> HashConfig {
     match raw {
         Some(h) => {
@@ -150,6 +156,8 @@ pub(super) fn validate_hash(raw: Option<RawHash>, errors: &mut Vec<ConfigError>)
     }
 }
 
+#[cold]
+#[inline(never)]
 fn validate_pick(
     header: Option<String>,
     total: Option<u64>,

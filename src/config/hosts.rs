@@ -14,6 +14,8 @@ pub use crate::hosts::MAX_HOSTS;
 pub(super) const HOST_PATTERN: &str =
     r"^(?:(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])$";
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_hosts(
     raw: Option<Vec<String>>,
     errors: &mut Vec<ConfigError>,

@@ -12,14 +12,16 @@
 //! - a duplicate key names that key, not the object it is in;
 //! - numbers in messages are written from the shortest digits that read back as
 //!   the same number (units::shortest_digits), as serde_json wrote them, for
-//!   every number with at most 17 significant digits between 1e-17 and 1e38.
+//!   every number below 1e22 whose shortest digits end at or above 10^-22;
+//! - unprintable and combining Unicode characters in a string that a message
+//!   quotes are written as they are, not escaped (units::escape_text).
 //!
 //! Numbers are read as serde_json reads them (significand and exponent, scaled by
 //! a power of ten), except that the powers above 10^22, which no valid config
 //! uses, are not exact; so a number such as `1e300` reads within a few units in
 //! the last place of serde_json's.
 
-use crate::units::{plain_decimal, pow10, shortest_digits};
+use crate::units::{escape_text, plain_decimal, pow10, shortest_digits};
 
 /// A config the reader refused: the field and the message, with the position.
 #[derive(Debug)]
@@ -70,6 +72,7 @@ pub(crate) struct Json<'a> {
 }
 
 impl<'a> Json<'a> {
+    #[inline(never)]
     pub fn new(text: &'a [u8]) -> Self {
         Json {
             text,
@@ -79,6 +82,7 @@ impl<'a> Json<'a> {
     }
 
     /// The message with its position, as serde_json's errors display.
+    #[inline(never)]
     pub fn render(&self, err: JsonError) -> (String, String) {
         let at = err.at.unwrap_or(self.at).min(self.text.len());
         let before = &self.text[..at];
@@ -96,6 +100,7 @@ impl<'a> Json<'a> {
 
     // ---- Errors ----------------------------------------------------------------
 
+    #[inline(never)]
     fn field(&self) -> String {
         let mut out = String::new();
         for step in &self.path {
@@ -120,15 +125,18 @@ impl<'a> Json<'a> {
     }
 
     /// An error about the byte just read (serde_json's `error`).
+    #[inline(never)]
     fn error(&self, message: impl Into<String>) -> JsonError {
         self.error_at(self.at, message)
     }
 
     /// An error about the byte just looked at (serde_json's `peek_error`).
+    #[inline(never)]
     fn peek_error(&self, message: impl Into<String>) -> JsonError {
         self.error_at((self.at + 1).min(self.text.len()), message)
     }
 
+    #[inline(never)]
     fn error_at(&self, at: usize, message: impl Into<String>) -> JsonError {
         JsonError {
             field: self.field(),
@@ -138,6 +146,7 @@ impl<'a> Json<'a> {
     }
 
     /// An error whose position is set where its value's container closes.
+    #[inline(never)]
     fn unplaced(&self, message: String) -> JsonError {
         JsonError {
             field: self.field(),
@@ -147,6 +156,7 @@ impl<'a> Json<'a> {
     }
 
     /// Places an unplaced error here (serde_json's `fix_position`).
+    #[inline(never)]
     fn place(&self, mut err: JsonError) -> JsonError {
         err.at.get_or_insert(self.at);
         err
@@ -154,14 +164,17 @@ impl<'a> Json<'a> {
 
     // ---- Bytes -----------------------------------------------------------------
 
+    #[inline(never)]
     fn peek(&self) -> Option<u8> {
         self.text.get(self.at).copied()
     }
 
+    #[inline(never)]
     fn peek_or_null(&self) -> u8 {
         self.peek().unwrap_or(0)
     }
 
+    #[inline(never)]
     fn next_byte(&mut self) -> Option<u8> {
         let b = self.peek()?;
         self.at += 1;
@@ -169,6 +182,7 @@ impl<'a> Json<'a> {
     }
 
     /// Skips whitespace; the next byte, not consumed.
+    #[inline(never)]
     fn skip_whitespace(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.at += 1;
@@ -176,6 +190,7 @@ impl<'a> Json<'a> {
         self.peek()
     }
 
+    #[inline(never)]
     fn literal(&mut self, rest: &[u8]) -> Result<()> {
         for &expected in rest {
             match self.next_byte() {
@@ -188,6 +203,7 @@ impl<'a> Json<'a> {
     }
 
     /// After the whole value: nothing but whitespace may follow.
+    #[inline(never)]
     pub fn end(&mut self) -> Result<()> {
         match self.skip_whitespace() {
             Some(_) => Err(self.peek_error(TRAILING_CHARACTERS)),
@@ -198,6 +214,7 @@ impl<'a> Json<'a> {
     // ---- Strings ---------------------------------------------------------------
 
     /// The string after its opening quote.
+    #[inline(never)]
     fn string_body(&mut self) -> Result<String> {
         let mut bytes = Vec::new();
         loop {
@@ -223,6 +240,7 @@ impl<'a> Json<'a> {
         })
     }
 
+    #[inline(never)]
     fn escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let Some(b) = self.next_byte() else {
             return Err(self.error(EOF_STRING));
@@ -241,6 +259,7 @@ impl<'a> Json<'a> {
         Ok(())
     }
 
+    #[inline(never)]
     fn hex4(&mut self) -> Result<u32> {
         let Some(digits) = self.text.get(self.at..self.at + 4) else {
             self.at = self.text.len();
@@ -254,6 +273,7 @@ impl<'a> Json<'a> {
             .ok_or_else(|| self.error(INVALID_ESCAPE))
     }
 
+    #[inline(never)]
     fn unicode_escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
         const LONE: &str = "lone leading surrogate in hex escape";
         let first = self.hex4()?;
@@ -287,6 +307,7 @@ impl<'a> Json<'a> {
     // ---- Numbers (serde_json's parser, without float_roundtrip) -----------------
 
     /// A number whose `-`, if any, was consumed.
+    #[inline(never)]
     fn number(&mut self, positive: bool) -> Result<Number> {
         match self.next_byte() {
             None => Err(self.error(EOF_VALUE)),
@@ -318,6 +339,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    #[inline(never)]
     fn number_rest(&mut self, positive: bool, significand: u64) -> Result<Number> {
         Ok(match self.peek_or_null() {
             b'.' => Number::Float(self.fraction(positive, significand, 0)?),
@@ -335,6 +357,7 @@ impl<'a> Json<'a> {
         })
     }
 
+    #[inline(never)]
     fn long_integer(&mut self, positive: bool, significand: u64) -> Result<f64> {
         let mut exponent = 0i32;
         loop {
@@ -350,6 +373,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    #[inline(never)]
     fn fraction(&mut self, positive: bool, mut significand: u64, before: i32) -> Result<f64> {
         self.at += 1; // the '.'
         let mut after = 0i32;
@@ -384,6 +408,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    #[inline(never)]
     fn exponent(&mut self, positive: bool, significand: u64, start: i32) -> Result<f64> {
         self.at += 1; // the 'e'
         let positive_exponent = match self.peek_or_null() {
@@ -429,6 +454,7 @@ impl<'a> Json<'a> {
     }
 
     /// significand × 10^exponent, as serde_json computes it.
+    #[inline(never)]
     fn scaled(&self, positive: bool, significand: u64, mut exponent: i32) -> Result<f64> {
         let mut f = significand as f64;
         loop {
@@ -461,6 +487,7 @@ impl<'a> Json<'a> {
 
     /// The error for a value of another type than `expected` (serde_json's
     /// `peek_invalid_type`), read past that value if it is a scalar.
+    #[inline(never)]
     fn invalid_type(&mut self, expected: &str) -> JsonError {
         let unexpected = match self.peek_or_null() {
             b'n' => {
@@ -496,7 +523,7 @@ impl<'a> Json<'a> {
             b'"' => {
                 self.at += 1;
                 match self.string_body() {
-                    Ok(s) => format!("string {s:?}"),
+                    Ok(s) => format!("string \"{}\"", escape_text(&s, false)),
                     Err(err) => return err,
                 }
             }
@@ -508,11 +535,13 @@ impl<'a> Json<'a> {
     }
 
     /// The first byte of a value, or the error at the end of the text.
+    #[inline(never)]
     fn value_start(&mut self) -> Result<u8> {
         self.skip_whitespace()
             .ok_or_else(|| self.peek_error(EOF_VALUE))
     }
 
+    #[inline(never)]
     pub fn string(&mut self) -> Result<String> {
         if self.value_start()? == b'"' {
             self.at += 1;
@@ -522,6 +551,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    #[inline(never)]
     pub fn boolean(&mut self) -> Result<bool> {
         match self.value_start()? {
             b't' => {
@@ -538,6 +568,7 @@ impl<'a> Json<'a> {
 
     /// A number of the config (serde's `deserialize_number`): `expected` names
     /// the Rust type in messages, as serde does.
+    #[inline(never)]
     fn any_number(&mut self, expected: &str) -> Result<Number> {
         match self.value_start()? {
             b'-' => {
@@ -549,6 +580,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    #[inline(never)]
     pub fn f64(&mut self) -> Result<f64> {
         Ok(match self.any_number("f64")? {
             Number::Unsigned(n) => n as f64,
@@ -558,6 +590,7 @@ impl<'a> Json<'a> {
     }
 
     /// An unsigned integer up to `max`; `expected` is its Rust type (`u64`, `u32`).
+    #[inline(never)]
     pub fn unsigned(&mut self, max: u64, expected: &str) -> Result<u64> {
         match self.any_number(expected)? {
             Number::Unsigned(n) if n <= max => Ok(n),
@@ -573,6 +606,7 @@ impl<'a> Json<'a> {
     }
 
     /// `null` is `None`; anything else is read by `read`.
+    #[inline(never)]
     pub fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
         if self.skip_whitespace() == Some(b'n') {
             self.at += 1;
@@ -583,6 +617,7 @@ impl<'a> Json<'a> {
     }
 
     /// An array, each element read by `element`.
+    #[inline(never)]
     pub fn array<T>(&mut self, mut element: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         if self.value_start()? != b'[' {
             return Err(self.invalid_type("a sequence"));
@@ -602,6 +637,7 @@ impl<'a> Json<'a> {
 
     /// Calls `each` with the index of every element of the array just opened,
     /// up to `limit` elements (the rest is left for `close_array` to refuse).
+    #[inline(never)]
     fn elements(
         &mut self,
         limit: usize,
@@ -631,6 +667,7 @@ impl<'a> Json<'a> {
 
     /// Closes an array whatever `read` gave, as serde_json does; `read`'s error
     /// comes first.
+    #[inline(never)]
     fn close_array(&mut self, read: Result<()>) -> Result<()> {
         let closed = match self.skip_whitespace() {
             Some(b']') => {
@@ -650,6 +687,7 @@ impl<'a> Json<'a> {
         read.and(closed).map_err(|err| self.place(err))
     }
 
+    #[inline(never)]
     fn close_object(&mut self, read: Result<()>) -> Result<()> {
         let closed = match self.skip_whitespace() {
             Some(b'}') => {
@@ -664,6 +702,7 @@ impl<'a> Json<'a> {
     }
 
     /// Calls `each` with every key of the object just opened, its value next.
+    #[inline(never)]
     fn entries(&mut self, each: &mut dyn FnMut(&mut Self, String) -> Result<()>) -> Result<()> {
         let mut first = true;
         loop {
@@ -697,6 +736,7 @@ impl<'a> Json<'a> {
     }
 
     /// After a key: the colon, then the value, read by `value` under the key.
+    #[inline(never)]
     fn entry_value<T>(
         &mut self,
         key: String,
@@ -715,6 +755,7 @@ impl<'a> Json<'a> {
 
     /// An object of string keys (serde's map), each value read by `value`, in
     /// key order; a repeated key keeps its last value.
+    #[inline(never)]
     pub fn map<T>(
         &mut self,
         mut value: impl FnMut(&mut Self) -> Result<T>,
@@ -738,6 +779,7 @@ impl<'a> Json<'a> {
     /// for each field that must be present. `name` is the struct's, as serde's
     /// messages call it (`struct RawHash`). Like serde, an array is read as the
     /// fields in order.
+    #[inline(never)]
     pub fn object(
         &mut self,
         name: &str,
@@ -806,6 +848,7 @@ impl<'a> Json<'a> {
 
     /// A unit enum (serde derive's), as a string naming one of `variants`, or
     /// serde's object form `{"variant": null}`; the index of the variant.
+    #[inline(never)]
     pub fn unit_enum(&mut self, variants: &[&str]) -> Result<usize> {
         let variant = |json: &mut Self| -> Result<usize> {
             let name = json.string()?;
@@ -855,6 +898,7 @@ impl<'a> Json<'a> {
 
     /// Any value, for a lenient reader: strings are kept, objects kept as their
     /// entries (a repeated key stays repeated), everything else dropped.
+    #[inline(never)]
     pub fn loose_value(&mut self) -> Result<Loose> {
         match self.value_start()? {
             b'"' => self.string().map(Loose::String),
@@ -944,6 +988,7 @@ mod tests {
     use super::*;
 
     /// What `Config::from_json` reports for `json`: its one error.
+    #[inline(never)]
     fn ours(json: &str) -> (String, String) {
         match crate::config::Config::from_json(json.as_bytes()) {
             Err(errors) if errors.len() == 1 => {
@@ -955,6 +1000,7 @@ mod tests {
 
     /// Where the reader differs from serde on purpose, it says what it says here.
     #[test]
+    #[inline(never)]
     fn documented_differences_from_serde() {
         // A duplicate key names that key.
         assert_eq!(
@@ -967,6 +1013,7 @@ mod tests {
     }
 
     #[test]
+    #[inline(never)]
     fn syntax_and_type_errors_read_as_serde_json_wrote_them() {
         for json in [
             r#"{"versions":[{"name":"s"},]}"#,
@@ -1034,6 +1081,7 @@ mod tests {
     }
 
     #[test]
+    #[inline(never)]
     fn invalid_utf8_is_refused_where_serde_json_refused_it() {
         let json = b"{\"hash\":{\"header\":\"a\xff\"}}";
         let found = match crate::config::Config::from_json(json) {
@@ -1044,20 +1092,24 @@ mod tests {
     }
 
     #[test]
+    #[inline(never)]
     fn floats_in_messages_are_written_as_serde_json_writes_them() {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            // At most 15 significant digits, scaled by at most 10^22: the numbers
+            // At most 15 significant digits, the last at or above 10^-22: numbers
             // serde_json reads exactly, and so names exactly.
             let mut text = String::from("1");
             for _ in 0..rng.below(15) {
                 text.push(char::from(b'0' + rng.below(10) as u8));
             }
             let point = 1 + rng.below(text.len());
+            let fraction = (text.len() - point) as i32;
             if point < text.len() {
                 text.insert(point, '.');
             }
-            let text = format!("{text}e{}", rng.below(45) as i32 - 22);
+            // The last digit at or above 10^-22, the value below 1e22.
+            let exponent = rng.below((28 - fraction) as usize) as i32 - 22 + fraction;
+            let text = format!("{text}e{exponent}");
             for number in [text.clone(), format!("-{text}")] {
                 let Some(expected) = serde_json::from_str::<String>(&number).err() else {
                     continue;
@@ -1082,6 +1134,7 @@ mod tests {
     }
 
     /// Every object and array in `v`, as JSON pointers.
+    #[inline(never)]
     fn containers(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(m) => {
@@ -1102,6 +1155,7 @@ mod tests {
 
     /// The field and message the filter reported before this module existed:
     /// serde_path_to_error over serde_json, with `.` and `?` naming no field.
+    #[inline(never)]
     fn reference(bytes: &[u8]) -> Option<(String, String)> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         match serde_path_to_error::deserialize::<_, super::super::RawConfig>(&mut de) {
@@ -1127,6 +1181,7 @@ mod tests {
     /// config-shaped JSON: the field named is serde_path_to_error's, the message
     /// serde_json's, wherever the error is.
     #[test]
+    #[inline(never)]
     fn every_parse_error_names_the_field_serde_path_to_error_named() {
         let replacements = [
             "null",

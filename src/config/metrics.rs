@@ -28,6 +28,8 @@ pub(super) struct RawMetrics {
 }
 
 impl RawMetrics {
+    #[cold]
+    #[inline(never)]
     pub(super) fn read(json: &mut Json) -> json::Result<Self> {
         let (mut latency, mut responses) = (None, None);
         let fields = ["latency", "responses"];
@@ -55,6 +57,8 @@ pub struct MetricsConfig {
     pub responses: bool,
 }
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_metrics_prefix(
     raw: Option<String>,
     errors: &mut Vec<ConfigError>,
@@ -73,6 +77,8 @@ pub(super) fn validate_metrics_prefix(
     }
 }
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_metrics(raw: Option<RawMetrics>) -> MetricsConfig {
     raw.map_or_else(MetricsConfig::default, |m| MetricsConfig {
         latency: m.latency.unwrap_or(false),

@@ -141,6 +141,8 @@ struct RawConfig {
 }
 
 impl RawConfig {
+    #[cold]
+    #[inline(never)]
     fn read(json: &mut Json) -> json::Result<Self> {
         let mut raw = RawConfig {
             route_header: None,
@@ -226,6 +228,8 @@ pub struct Config {
 impl Config {
     /// Parses and validates a config. On failure returns every problem found
     /// (a JSON syntax or type error stops at that error; semantic checks all run).
+    #[cold]
+    #[inline(never)]
     pub fn from_json(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         // serde would also read a struct from an array; say plainly what is expected.
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -299,6 +303,8 @@ impl Config {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
 

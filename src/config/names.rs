@@ -29,7 +29,7 @@ pub(super) fn version_name_problem(name: &str) -> Option<String> {
     {
         return Some(format!(
             "`{}` has characters outside [A-Za-z0-9._-]",
-            name.escape_debug()
+            crate::units::escape_text(name, true)
         ));
     }
     None
@@ -71,7 +71,7 @@ pub(super) fn checked_header_name(
             field,
             format!(
                 "`{}` is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~; no pseudo-headers)",
-                name.escape_debug()
+                crate::units::escape_text(name, true)
             ),
         ));
     }
@@ -88,7 +88,7 @@ pub(super) fn checked_cookie_name(
             field,
             format!(
                 "`{}` is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
-                name.escape_debug()
+                crate::units::escape_text(name, true)
             ),
         ));
     }

@@ -32,6 +32,8 @@ pub(super) struct RawOverride {
 }
 
 impl RawOverride {
+    #[cold]
+    #[inline(never)]
     pub(super) fn read(json: &mut Json) -> json::Result<Self> {
         let mut raw = RawOverride {
             header: None,
@@ -69,6 +71,8 @@ struct RawToken {
 }
 
 impl RawToken {
+    #[cold]
+    #[inline(never)]
     fn read(json: &mut Json) -> json::Result<Self> {
         let (mut header, mut values) = (None, None);
         json.object(
@@ -123,6 +127,8 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// At most this many token values: the current secret and the ones being rotated.
 pub const MAX_TOKEN_VALUES: usize = 4;
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_override(raw: RawOverride, errors: &mut Vec<ConfigError>) -> OverrideConfig {
     let header = raw
         .header

@@ -29,6 +29,8 @@ pub(super) struct RawSchedule {
 }
 
 impl RawSchedule {
+    #[cold]
+    #[inline(never)]
     pub(super) fn read(json: &mut Json) -> json::Result<Self> {
         let (mut start, mut steps, mut interpolate) = (None, None, None);
         let fields = ["start", "steps", "interpolate"];
@@ -63,6 +65,8 @@ struct RawStep {
 }
 
 impl RawStep {
+    #[cold]
+    #[inline(never)]
     fn read(json: &mut Json) -> json::Result<Self> {
         let (mut after, mut weight) = (None, None);
         json.object(
@@ -89,6 +93,8 @@ impl RawStep {
 pub(super) const DURATION_PATTERN: &str =
     r"^(?:[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
 
+#[cold]
+#[inline(never)]
 pub(super) fn validate_schedule(
     field: &str,
     raw: &RawSchedule,

@@ -7,6 +7,8 @@ use super::versions::Version;
 use std::collections::{BTreeMap, HashMap};
 
 /// User ID -> version index; empty without `users`.
+#[cold]
+#[inline(never)]
 pub(super) fn validate_users(
     users: Option<BTreeMap<String, Vec<String>>>,
     hash: &HashConfig,
@@ -25,6 +27,8 @@ pub(super) fn validate_users(
     users_by_id(&users, versions, errors)
 }
 
+#[cold]
+#[inline(never)]
 fn users_by_id(
     users: &BTreeMap<String, Vec<String>>,
     versions: &[Version],

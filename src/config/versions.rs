@@ -35,6 +35,8 @@ pub(super) struct RawVersion {
 }
 
 impl RawVersion {
+    #[cold]
+    #[inline(never)]
     pub(super) fn read(json: &mut Json) -> json::Result<Self> {
         let (mut name, mut weight, mut schedule) = (None, None, None);
         let fields = ["name", "weight", "schedule"];
@@ -121,6 +123,8 @@ impl Split {
 
 /// `pick_mode`: `hash.pick_header` is set, so the route's weights decide: the
 /// versions after the baseline take no weight or schedule (they count as 0).
+#[cold]
+#[inline(never)]
 pub(super) fn validate_versions(
     raw: &[RawVersion],
     buckets: u32,

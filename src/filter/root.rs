@@ -91,6 +91,8 @@ impl Default for CanaryRoot {
 
 /// Reads, parses and validates the plugin configuration and defines its metrics.
 /// A config that cannot be used is logged (naming the field) and returned as text.
+#[cold]
+#[inline(never)]
 fn load() -> Result<Active, Vec<u8>> {
     let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
         Ok(Some(bytes)) if !bytes.is_empty() => bytes,
@@ -129,6 +131,8 @@ fn load() -> Result<Active, Vec<u8>> {
 }
 
 /// How a loaded config reads in the log.
+#[cold]
+#[inline(never)]
 fn summary(active: &Active) -> String {
     let weights = active.config.weights_at(now_ms());
     let split: Vec<String> = active
@@ -184,6 +188,8 @@ impl CanaryRoot {
     /// Makes `active` the config this root context serves. `fresh`: a config just
     /// loaded (its guard starts afresh); otherwise a last good config kept, whose
     /// guard state goes on where the root context that loaded it left it.
+    #[cold]
+    #[inline(never)]
     fn install(&mut self, active: Rc<Active>, fresh: bool) -> bool {
         let now = now_ms();
         let Ok(mut live) = self.live.try_borrow_mut() else {
@@ -242,6 +248,8 @@ impl Drop for CanaryRoot {
 }
 
 impl RootContext for CanaryRoot {
+    #[cold]
+    #[inline(never)]
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         // Envoy configures a root context once; should it come again, the old
         // registration goes first.
