@@ -163,8 +163,9 @@ pub struct SafeMode {
 
 impl SafeMode {
     /// From the refused config's text: the default route header, plus the
-    /// `route_header` and `override.token.header` it names, where they can be read
-    /// as header names (whatever else is wrong with the config).
+    /// `route_header`, `override.token.header` and `hash.pick_header` it names,
+    /// where they can be read as header names (whatever else is wrong with the
+    /// config, as long as it is JSON).
     #[cold]
     #[inline(never)]
     pub fn from_refused(config: &[u8]) -> SafeMode {
@@ -321,6 +322,14 @@ mod tests {
         assert_eq!(
             remove(r#"{"versions":[],"hash":{"pick_header":"X-Canary-Pick","pick_total":0}}"#),
             ["x-canary-version", "x-canary-pick"]
+        );
+        // A section of the wrong type hides nothing else, and a name given twice
+        // is removed both times.
+        assert_eq!(
+            remove(
+                r#"{"hash":7,"versions":"x","route_header":"x-a","override":[],"route_header":"x-b"}"#
+            ),
+            ["x-canary-version", "x-a", "x-b"]
         );
     }
 }
