@@ -19,7 +19,6 @@
 //! text in the proxy-wide shared data, where every good load leaves it.
 
 use crate::config::json::{Json, Loose};
-use std::collections::BTreeMap;
 
 /// The environment variable (`vm_config.environment_variables`, Istio's
 /// `vmConfig.env`) that chooses what a bad config does.
@@ -68,24 +67,36 @@ struct Plugin<T> {
 /// The config loads of every plugin in one VM.
 #[derive(Debug, Clone)]
 pub struct LoadHistory<T> {
-    plugins: BTreeMap<String, Plugin<T>>,
+    /// By plugin key. A list: a VM serves a handful of plugins, and a map type
+    /// would add its code to the `.wasm` for nothing.
+    plugins: Vec<(String, Plugin<T>)>,
 }
 
 impl<T> Default for LoadHistory<T> {
     fn default() -> Self {
         LoadHistory {
-            plugins: BTreeMap::new(),
+            plugins: Vec::new(),
         }
     }
 }
 
 impl<T: Clone> LoadHistory<T> {
     fn plugin(&mut self, key: &str) -> &mut Plugin<T> {
-        self.plugins.entry(key.to_string()).or_insert(Plugin {
-            last_good: None,
-            newest_refused: false,
-            roots: 0,
-        })
+        let index = match self.plugins.iter().position(|(k, _)| k == key) {
+            Some(index) => index,
+            None => {
+                self.plugins.push((
+                    key.to_string(),
+                    Plugin {
+                        last_good: None,
+                        newest_refused: false,
+                        roots: 0,
+                    },
+                ));
+                self.plugins.len() - 1
+            }
+        };
+        &mut self.plugins[index].1
     }
 
     /// A root context of `key` loaded a good config.
@@ -116,14 +127,14 @@ impl<T: Clone> LoadHistory<T> {
     /// True while some root context is alive in this VM. A VM with none (one that
     /// only validated a config, or one going away) has nothing to report.
     pub fn has_roots(&self) -> bool {
-        self.plugins.values().any(|p| p.roots > 0)
+        self.plugins.iter().any(|(_, p)| p.roots > 0)
     }
 
     /// A root context of `key` is gone (its listener drained, or its config was
     /// replaced). A plugin with no root context left is no longer reported stale;
     /// its last good config stays, for a listener that brings it back.
     pub fn released(&mut self, key: &str) {
-        if let Some(plugin) = self.plugins.get_mut(key) {
+        if let Some((_, plugin)) = self.plugins.iter_mut().find(|(k, _)| k == key) {
             plugin.roots = plugin.roots.saturating_sub(1);
             if plugin.roots == 0 {
                 plugin.newest_refused = false;
@@ -135,8 +146,8 @@ impl<T: Clone> LoadHistory<T> {
     /// mode) serves: the `canary_config_stale` gauge.
     pub fn stale(&self) -> usize {
         self.plugins
-            .values()
-            .filter(|p| p.roots > 0 && p.newest_refused)
+            .iter()
+            .filter(|(_, p)| p.roots > 0 && p.newest_refused)
             .count()
     }
 
@@ -144,8 +155,8 @@ impl<T: Clone> LoadHistory<T> {
     /// `canary_config_safe_mode` gauge.
     pub fn in_safe_mode(&self) -> usize {
         self.plugins
-            .values()
-            .filter(|p| p.roots > 0 && p.newest_refused && p.last_good.is_none())
+            .iter()
+            .filter(|(_, p)| p.roots > 0 && p.newest_refused && p.last_good.is_none())
             .count()
     }
 }

@@ -753,25 +753,27 @@ impl<'a> Json<'a> {
         Ok(v)
     }
 
-    /// An object of string keys (serde's map), each value read by `value`, in
-    /// key order; a repeated key keeps its last value.
-    #[inline(never)]
+    /// An object of string keys (serde's map into a `BTreeMap`), each value read
+    /// by `value`: the entries in key order, a repeated key keeping its last value.
     pub fn map<T>(
         &mut self,
         mut value: impl FnMut(&mut Self) -> Result<T>,
-    ) -> Result<std::collections::BTreeMap<String, T>> {
+    ) -> Result<Vec<(String, T)>> {
         if self.value_start()? != b'{' {
             return Err(self.invalid_type("a map"));
         }
         self.at += 1;
-        let mut map = std::collections::BTreeMap::new();
+        let mut entries: Vec<(String, T)> = Vec::new();
         let read = self.entries(&mut |json, key| {
             let v = json.entry_value(key.clone(), &mut value)?;
-            map.insert(key, v);
+            match entries.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+                Ok(i) => entries[i].1 = v,
+                Err(i) => entries.insert(i, (key, v)),
+            }
             Ok(())
         });
         self.close_object(read)?;
-        Ok(map)
+        Ok(entries)
     }
 
     /// A struct with these fields (serde derive's with `deny_unknown_fields`):

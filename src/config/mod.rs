@@ -42,10 +42,11 @@ use self::names::checked_header_name;
 #[cfg(feature = "schema")]
 use self::names::{HEADER_NAME_PATTERN, VERSION_NAME_PATTERN};
 use self::overrides::RawOverride;
+use self::users::UserLists;
 use self::versions::RawVersion;
 use crate::guard::GuardConfig;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 pub const DEFAULT_ROUTE_HEADER: &str = "x-canary-version";
 
@@ -112,12 +113,12 @@ struct RawConfig {
     override_: Option<RawOverride>,
     /// Version name -> user IDs always sent to that version. A user ID may be listed
     /// under one version only. Needs hash.header or hash.cookie.
-    // BTreeMap: errors about users come out in a stable order.
+    // In name order, so that errors about users come out in a stable order.
     #[cfg_attr(feature = "schema", schemars(extend(
         "propertyNames" = { "minLength": 1, "maxLength": MAX_VERSION_NAME_LEN, "pattern": VERSION_NAME_PATTERN },
         "default" = {}
     )))]
-    users: Option<BTreeMap<String, Vec<String>>>,
+    users: Option<UserLists>,
     /// Where the user ID comes from and how it is bucketed.
     hash: Option<RawHash>,
     /// Requests without a user ID: drawn independently by the weights ("random"), or
@@ -173,7 +174,11 @@ impl RawConfig {
                 0 => raw.route_header = json.option(Json::string)?,
                 1 => raw.versions = json.array(RawVersion::read)?,
                 2 => raw.override_ = json.option(RawOverride::read)?,
-                3 => raw.users = json.option(|json| json.map(|json| json.array(Json::string)))?,
+                3 => {
+                    raw.users = json
+                        .option(|json| json.map(|json| json.array(Json::string)))?
+                        .map(UserLists)
+                }
                 4 => raw.hash = json.option(RawHash::read)?,
                 5 => {
                     raw.anonymous = json

@@ -6,16 +6,49 @@ use super::hash::HashConfig;
 use super::versions::Version;
 use std::collections::{BTreeMap, HashMap};
 
+/// `users` as written: version name -> user IDs, in name order; a name given
+/// twice keeps its last list, as with any JSON object read into a map. A list
+/// rather than a map type: the filter only walks it once, and a map type would
+/// add its code to the `.wasm` (config/json.rs builds it).
+pub(super) struct UserLists(pub(super) Vec<(String, Vec<String>)>);
+
+// The serde shape, for the reference the reader is tested against and for the
+// schema: a map from version name to user IDs. Never called in the filter.
+impl<'de> serde::Deserialize<'de> for UserLists {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, Vec<String>>::deserialize(d).map(|m| UserLists(m.into_iter().collect()))
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for UserLists {
+    fn inline_schema() -> bool {
+        <BTreeMap<String, Vec<String>>>::inline_schema()
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        <BTreeMap<String, Vec<String>>>::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        <BTreeMap<String, Vec<String>>>::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <BTreeMap<String, Vec<String>>>::json_schema(generator)
+    }
+}
+
 /// User ID -> version index; empty without `users`.
 #[cold]
 #[inline(never)]
 pub(super) fn validate_users(
-    users: Option<BTreeMap<String, Vec<String>>>,
+    users: Option<UserLists>,
     hash: &HashConfig,
     versions: &[Version],
     errors: &mut Vec<ConfigError>,
 ) -> HashMap<Box<[u8]>, usize> {
-    let Some(users) = users else {
+    let Some(UserLists(users)) = users else {
         return HashMap::new();
     };
     if !users.is_empty() && hash.header.is_none() && hash.cookie.is_none() {
@@ -30,12 +63,11 @@ pub(super) fn validate_users(
 #[cold]
 #[inline(never)]
 fn users_by_id(
-    users: &BTreeMap<String, Vec<String>>,
+    users: &[(String, Vec<String>)],
     versions: &[Version],
     errors: &mut Vec<ConfigError>,
 ) -> HashMap<Box<[u8]>, usize> {
     let mut map: HashMap<Box<[u8]>, usize> = HashMap::new();
-    let mut listed_under: HashMap<&str, &str> = HashMap::new();
     for (version, ids) in users {
         let field = format!("users.{version}");
         let Some(index) = versions.iter().position(|v| &v.name == version) else {
@@ -53,12 +85,17 @@ fn users_by_id(
                 ));
                 continue;
             }
-            match listed_under.insert(id.as_str(), version.as_str()) {
-                Some(other) if other != version => errors.push(ConfigError::new(
-                    format!("{field}[{j}]"),
-                    format!("this user ID is also listed under users.{other}"),
-                )),
-                _ => {
+            // The first version that lists an ID keeps it; a later one is named.
+            match map.get(id.as_bytes()) {
+                Some(&first) if first != index => {
+                    let other = versions.get(first).map_or("?", |v| v.name.as_str());
+                    errors.push(ConfigError::new(
+                        format!("{field}[{j}]"),
+                        format!("this user ID is also listed under users.{other}"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
                     map.insert(id.as_bytes().into(), index);
                 }
             }
