@@ -175,7 +175,7 @@ fn the_committed_schema_is_the_one_generated_from_the_config_types() {
     let committed = fs::read_to_string(repo_root().join("config.schema.json")).unwrap_or_default();
     assert!(
         stdout(&o) == committed,
-        "config.schema.json is out of date with the config types in src/config.rs: run `make schema` and commit it"
+        "config.schema.json is out of date with the config types in core/src/config/: run `make schema` and commit it"
     );
 }
 

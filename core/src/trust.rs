@@ -37,6 +37,7 @@ impl Cidr {
         Ok(Cidr { network, prefix })
     }
 
+    #[inline]
     pub fn contains(&self, address: IpAddr) -> bool {
         // A v4 client seen through a dual-stack socket arrives as ::ffff:a.b.c.d.
         let address = match address {
@@ -62,6 +63,7 @@ impl Cidr {
 }
 
 /// The IP of an Envoy `source.address` property value: `10.0.0.1:5432` or `[::1]:5432`.
+#[inline]
 pub fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(text).ok()?;
     text.parse::<std::net::SocketAddr>()
@@ -72,6 +74,7 @@ pub fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
 
 /// Compares a presented token with a secret in time that depends only on their
 /// lengths, never on where they first differ.
+#[inline]
 pub fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
     let mut diff = presented.len() ^ secret.len();
     for i in 0..presented.len().max(secret.len()) {
@@ -84,6 +87,7 @@ pub fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
 
 /// True if `presented` equals any of `secrets`; every secret is compared, so the
 /// time does not reveal which one matched.
+#[inline]
 pub fn token_matches(presented: &[u8], secrets: &[Vec<u8>]) -> bool {
     secrets.iter().fold(false, |found, secret| {
         constant_time_eq(presented, secret) | found

@@ -33,6 +33,7 @@ impl Reason {
         Reason::Guard,
     ];
 
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Override => "override",
@@ -45,6 +46,7 @@ impl Reason {
     }
 
     /// Position in [`Reason::ALL`]: the metric table's index.
+    #[inline]
     pub fn index(self) -> usize {
         self as usize
     }
@@ -70,6 +72,7 @@ pub struct Routing {
 
 impl Routing {
     /// Routing at `now_ms` (unix ms) with an armed guard.
+    #[inline]
     pub fn at(config: &Config, now_ms: i64) -> Routing {
         Routing {
             split: config.split_at(now_ms),
@@ -84,10 +87,12 @@ impl Routing {
 pub struct Rng(u64);
 
 impl Rng {
+    #[inline]
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
+    #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -97,6 +102,7 @@ impl Rng {
     }
 
     /// Uniform in 1..=n (n > 0), by Lemire's multiply-shift (bias below 2^-32 for n <= 10000).
+    #[inline]
     pub fn bucket(&mut self, n: u32) -> u32 {
         let x = self.next_u64() >> 32;
         ((x * u64::from(n)) >> 32) as u32 + 1
@@ -104,6 +110,7 @@ impl Rng {
 }
 
 /// The user ID of a request: the hash header, else the hash cookie. Empty is absent.
+#[inline]
 pub fn user_id<'r>(config: &Config, request: &'r impl RequestFacts) -> Option<&'r [u8]> {
     let from_header = config
         .hash
@@ -123,12 +130,14 @@ pub fn user_id<'r>(config: &Config, request: &'r impl RequestFacts) -> Option<&'
 
 /// The version named by the override header, else by the override cookie, if the
 /// request may override. A value that names no version is ignored.
+#[inline]
 fn override_version(config: &Config, request: &impl RequestFacts) -> Option<usize> {
     named_override(config, request).filter(|_| override_allowed(config, request))
 }
 
 /// An override counts only with the configured token and from a trusted source,
 /// when those are configured.
+#[inline]
 fn override_allowed(config: &Config, request: &impl RequestFacts) -> bool {
     if let Some(token) = &config.override_.token {
         let presented = request.header(&token.header).unwrap_or_default();
@@ -143,6 +152,7 @@ fn override_allowed(config: &Config, request: &impl RequestFacts) -> bool {
             .is_some_and(|ip| sources.iter().any(|range| range.contains(ip)))
 }
 
+#[inline]
 fn named_override(config: &Config, request: &impl RequestFacts) -> Option<usize> {
     let by_header = config
         .override_
@@ -164,6 +174,7 @@ fn named_override(config: &Config, request: &impl RequestFacts) -> Option<usize>
 /// user hash, then the anonymous policy; a tripped guard then sends whatever would
 /// have reached the guarded version to the baseline (overrides excepted, so that
 /// engineers can still debug it).
+#[inline]
 pub fn decide(
     config: &Config,
     routing: &Routing,
@@ -188,6 +199,7 @@ pub fn decide(
     }
 }
 
+#[inline]
 fn choose(
     config: &Config,
     split: &Split,

@@ -56,6 +56,7 @@ pub struct PickConfig {
 
 /// The pick value of a bucket (1..=`buckets`), in `0..total`. Never panics: a bucket
 /// outside the range is clamped, a zero `buckets` or `total` gives 0.
+#[inline]
 pub fn pick_value(bucket: u32, buckets: u32, total: u64) -> u64 {
     if buckets == 0 || total == 0 {
         return 0;
@@ -67,6 +68,7 @@ pub fn pick_value(bucket: u32, buckets: u32, total: u64) -> u64 {
 
 /// The destination Envoy takes for a pick value: the index whose cumulative range
 /// holds `value % sum(weights)`. `None` when the weights sum to 0.
+#[inline]
 pub fn destination_of(value: u64, weights: &[u64]) -> Option<usize> {
     let total: u64 = weights.iter().sum();
     if total == 0 {
@@ -104,6 +106,7 @@ pub enum RouteWrite {
 /// request the weights would split, and every listed user of the guarded version,
 /// gets [`BASELINE_PICK`] with reason `guard`: the filter cannot tell which of them
 /// the weights would have sent to the guarded version, so all go to the baseline.
+#[inline]
 pub fn decide_pick(
     config: &Config,
     pick: &PickConfig,
@@ -151,6 +154,7 @@ pub fn decide_pick(
 /// Flagger's `[primary, canary]`): [`BASELINE_PICK`] for the baseline, `total - 1`
 /// for the last version; `None` for versions in between, which need a header route.
 /// Either lands in its destination's range whenever that destination has a weight.
+#[inline]
 pub fn named_pick(version: usize, versions: usize, total: u64) -> Option<u64> {
     match version {
         0 => Some(BASELINE_PICK),
@@ -166,6 +170,7 @@ pub fn named_pick(version: usize, versions: usize, total: u64) -> Option<u64> {
 /// host's first DNS label is `NAME` or ends in `-NAME` (Flagger's `podinfo-primary` /
 /// `podinfo-canary`, Argo Rollouts' `myapp-stable` / `myapp-canary` services). The
 /// longest matching name wins; `None` if no version matches.
+#[inline]
 pub fn version_of_cluster<'a>(
     cluster: &[u8],
     names: impl IntoIterator<Item = &'a str>,

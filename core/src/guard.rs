@@ -48,6 +48,7 @@ impl StatusMatcher {
 
     /// A response is a failure if its status matches, or if Envoy produced it
     /// locally with a 5xx because the upstream failed (reset, timeout, no healthy host).
+    #[inline]
     pub fn is_failure(&self, status: u16, local_upstream_failure: bool) -> bool {
         let class = usize::from(status / 100).wrapping_sub(1);
         self.classes.get(class).copied().unwrap_or(false)
@@ -57,6 +58,7 @@ impl StatusMatcher {
 
     /// True if every 5xx already counts: then no need to ask the host whether a 5xx
     /// was generated locally.
+    #[inline]
     pub fn covers_all_5xx(&self) -> bool {
         self.classes[4]
     }
@@ -84,16 +86,19 @@ impl GuardConfig {
     /// True if responses of `version` count toward the guard: the guarded version,
     /// and the baseline only when `baseline_margin` compares with it. Only these
     /// responses cost the filter a `:status` read.
+    #[inline]
     pub fn watches(&self, version: usize) -> bool {
         version == self.version || (version == 0 && self.baseline_margin.is_some())
     }
 
     /// Window slot length: 1 s, or longer for long windows so that the shared state
     /// stays at most 60 slots (about 1.5 KB).
+    #[inline]
     pub fn slot_ms(&self) -> u64 {
         self.window_ms.div_ceil(60).max(1000)
     }
 
+    #[inline]
     pub fn slot_count(&self) -> usize {
         self.window_ms.div_ceil(self.slot_ms()).max(1) as usize
     }
@@ -107,11 +112,13 @@ pub struct Tally {
 }
 
 impl Tally {
+    #[inline]
     pub fn add(&mut self, other: Tally) {
         self.total = self.total.saturating_add(other.total);
         self.failed = self.failed.saturating_add(other.failed);
     }
 
+    #[inline]
     pub fn rate(&self) -> f64 {
         if self.total == 0 {
             0.0
@@ -120,6 +127,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.total == 0
     }
@@ -133,6 +141,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.guarded.is_empty() && self.baseline.is_empty()
     }
@@ -164,6 +173,7 @@ pub enum GuardEvent {
 }
 
 impl GuardState {
+    #[inline]
     pub fn new(now_ms: u64, config: &GuardConfig) -> Self {
         GuardState {
             created_ms: now_ms,
@@ -172,11 +182,13 @@ impl GuardState {
         }
     }
 
+    #[inline]
     pub fn is_tripped(&self) -> bool {
         self.tripped_at_ms != 0
     }
 
     /// Adds a worker's counts to the slot of `now_ms`.
+    #[inline]
     pub fn add(&mut self, now_ms: u64, config: &GuardConfig, pending: &Pending) {
         if self.slots.is_empty() {
             return;
@@ -195,6 +207,7 @@ impl GuardState {
     }
 
     /// Totals over the window ending at `now_ms`.
+    #[inline]
     pub fn window(&self, now_ms: u64, config: &GuardConfig) -> (Tally, Tally) {
         let current = now_ms / config.slot_ms();
         let span = self.slots.len() as u64;
@@ -211,6 +224,7 @@ impl GuardState {
 
     /// Applies the rule at `now_ms`: trips an armed guard whose window breaks the
     /// thresholds, re-arms a tripped one whose hold has passed.
+    #[inline]
     pub fn evaluate(&mut self, now_ms: u64, config: &GuardConfig) -> Option<GuardEvent> {
         if self.is_tripped() {
             let hold = config.hold_ms?;
@@ -241,6 +255,7 @@ impl GuardState {
     const SLOT: usize = 24;
 
     /// Little-endian: created, tripped_at, then per slot index and four counts.
+    #[inline]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::HEADER + self.slots.len() * Self::SLOT);
         out.extend_from_slice(&self.created_ms.to_le_bytes());
@@ -260,6 +275,7 @@ impl GuardState {
     }
 
     /// The state in `bytes`, if they hold one of this config's shape.
+    #[inline]
     pub fn decode(bytes: &[u8], config: &GuardConfig) -> Option<GuardState> {
         let slots = config.slot_count();
         if bytes.len() != Self::HEADER + slots * Self::SLOT {

@@ -264,6 +264,7 @@ impl Config {
 
     /// Each version's share at `now_ms` (unix ms), in basis points; the baseline's
     /// is what the others leave.
+    #[inline]
     pub fn weights_at(&self, now_ms: i64) -> Vec<u32> {
         let mut weights: Vec<u32> = self
             .versions
@@ -278,6 +279,7 @@ impl Config {
     }
 
     /// The bucket ranges at `now_ms` (unix ms).
+    #[inline]
     pub fn split_at(&self, now_ms: i64) -> Split {
         let to_buckets = |bp: u32| {
             (u64::from(bp) * u64::from(self.buckets) / u64::from(FULL_WEIGHT_BASIS_POINTS)) as u32
@@ -296,6 +298,7 @@ impl Config {
     }
 
     /// True if some weight follows a schedule, so the split changes with time.
+    #[inline]
     pub fn is_scheduled(&self) -> bool {
         self.versions
             .iter()
@@ -303,6 +306,7 @@ impl Config {
     }
 
     /// The index of the version with this exact name.
+    #[inline]
     pub fn version_index(&self, name: &[u8]) -> Option<usize> {
         self.versions.iter().position(|v| v.name.as_bytes() == name)
     }

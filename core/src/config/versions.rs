@@ -76,6 +76,7 @@ pub enum Weight {
 
 impl Weight {
     /// The share at `now_ms` (unix ms), in basis points; 0 for the baseline.
+    #[inline]
     pub fn at(&self, now_ms: i64, buckets: u32) -> u32 {
         match self {
             Weight::Remainder => 0,
@@ -85,6 +86,7 @@ impl Weight {
     }
 
     /// The largest share it ever takes: the size of its reserved bucket range.
+    #[inline]
     pub fn max(&self) -> u32 {
         match self {
             Weight::Remainder => 0,
@@ -109,6 +111,7 @@ pub struct Split {
 
 impl Split {
     /// The version index (0 = baseline) that owns `bucket` (1..=`buckets`).
+    #[inline]
     pub fn version_of_bucket(&self, bucket: u32) -> usize {
         match self
             .ranges

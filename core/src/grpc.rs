@@ -43,11 +43,13 @@ impl GrpcCode {
     pub const UNAUTHENTICATED: GrpcCode = GrpcCode(16);
 
     /// Every code, in number order.
+    #[inline]
     pub fn all() -> impl Iterator<Item = GrpcCode> {
         (0..CODE_NAMES.len() as u8).map(GrpcCode)
     }
 
     /// The code of this number, if it is one of the 17.
+    #[inline]
     pub fn from_number(n: u32) -> Option<GrpcCode> {
         u8::try_from(n)
             .ok()
@@ -56,6 +58,7 @@ impl GrpcCode {
     }
 
     /// The code of a canonical name (`UNAVAILABLE`); exact, upper case.
+    #[inline]
     pub fn from_name(name: &str) -> Option<GrpcCode> {
         CODE_NAMES
             .iter()
@@ -63,15 +66,18 @@ impl GrpcCode {
             .map(|i| GrpcCode(i as u8))
     }
 
+    #[inline]
     pub fn number(self) -> u8 {
         self.0
     }
 
     /// Position in [`CODE_NAMES`] and in per-code tables.
+    #[inline]
     pub fn index(self) -> usize {
         usize::from(self.0)
     }
 
+    #[inline]
     pub fn name(self) -> &'static str {
         CODE_NAMES.get(self.index()).copied().unwrap_or("UNKNOWN")
     }
@@ -82,6 +88,7 @@ impl GrpcCode {
 /// (parameters). Media types are case-insensitive (RFC 9110 8.3.1), so the type is
 /// compared without regard to case. `application/grpc-web*` is not gRPC here: its
 /// status travels in the response body, which this filter does not read.
+#[inline]
 pub fn is_grpc_content_type(value: &[u8]) -> bool {
     const GRPC: &[u8] = b"application/grpc";
     match value.get(..GRPC.len()) {
@@ -94,6 +101,7 @@ pub fn is_grpc_content_type(value: &[u8]) -> bool {
 
 /// The code in a `grpc-status` value. A value that is not one of the 17 codes is
 /// `UNKNOWN`, as a gRPC client reads it.
+#[inline]
 pub fn parse_grpc_status(value: &[u8]) -> GrpcCode {
     let digits = value.trim_ascii();
     if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
@@ -108,6 +116,7 @@ pub fn parse_grpc_status(value: &[u8]) -> GrpcCode {
 /// The code a gRPC client gives a call whose answer has this HTTP status and no
 /// `grpc-status` (the spec's HTTP to gRPC mapping). A 200 without a status is
 /// `UNKNOWN`: the call ended without saying how.
+#[inline]
 pub fn code_for_http_status(status: u16) -> GrpcCode {
     match status {
         400 => GrpcCode::INTERNAL,
@@ -120,6 +129,7 @@ pub fn code_for_http_status(status: u16) -> GrpcCode {
 }
 
 /// The HTTP status in the bytes of `:status`, if it is three digits.
+#[inline]
 pub fn parse_http_status(value: &[u8]) -> Option<u16> {
     match value {
         [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
@@ -134,6 +144,7 @@ pub fn parse_http_status(value: &[u8]) -> Option<u16> {
 /// and Envoy its own replies) or a non-200 one. A 200 with more to come carries its
 /// status in the trailers, so the host layer does not ask the headers for it: one
 /// host call less on every normal call.
+#[inline]
 pub fn status_may_be_in_headers(http_status: Option<&[u8]>, end_of_stream: bool) -> bool {
     end_of_stream || http_status.and_then(parse_http_status) != Some(200)
 }
@@ -144,6 +155,7 @@ pub fn status_may_be_in_headers(http_status: Option<&[u8]>, end_of_stream: bool)
 /// - an HTTP status other than 200 without `grpc-status`: the spec's mapping;
 /// - 200 and the stream ended with the headers, without `grpc-status`: `UNKNOWN`;
 /// - 200 and more to come: the trailers will say.
+#[inline]
 pub fn outcome_from_headers(
     grpc_status: Option<&[u8]>,
     http_status: Option<&[u8]>,
@@ -160,6 +172,7 @@ pub fn outcome_from_headers(
 }
 
 /// The outcome from the trailers: their `grpc-status`, else `UNKNOWN`.
+#[inline]
 pub fn outcome_from_trailers(grpc_status: Option<&[u8]>) -> GrpcCode {
     grpc_status.map_or(GrpcCode::UNKNOWN, parse_grpc_status)
 }
@@ -220,6 +233,7 @@ impl GrpcCodeSet {
         Ok(GrpcCodeSet(bits))
     }
 
+    #[inline]
     pub fn contains(self, code: GrpcCode) -> bool {
         self.0 & (1 << code.number()) != 0
     }

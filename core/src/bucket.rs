@@ -6,6 +6,7 @@
 /// building the key in memory. Hand-rolled rather than the `murmur3` crate's
 /// `Read`-based API, which costs about four times as much per key; the tests
 /// check both agree on every split of many keys.
+#[inline]
 pub fn hash_key(prefix: &[u8], user_id: &[u8]) -> u32 {
     let mut state = Murmur3::default();
     state.write(prefix);
@@ -86,6 +87,7 @@ impl Murmur3 {
 
 /// The bucket (1..=`buckets`) of a user. `buckets` is never 0 (the config only
 /// allows 100, 1000 or 10000); 0 yields bucket 1 rather than a panic.
+#[inline]
 pub fn bucket_of(prefix: &[u8], user_id: &[u8], buckets: u32) -> u32 {
     hash_key(prefix, user_id)
         .checked_rem(buckets)

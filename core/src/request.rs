@@ -12,6 +12,7 @@ pub trait RequestFacts {
     fn cookie(&self, name: &str) -> Option<&[u8]>;
     /// The client's IP address (the downstream peer), if known. Asked only when an
     /// override must come from a trusted source, as it may cost a host call.
+    #[inline]
     fn source_address(&self) -> Option<std::net::IpAddr> {
         None
     }
@@ -27,14 +28,17 @@ pub struct KnownSource<'a> {
 }
 
 impl RequestFacts for KnownSource<'_> {
+    #[inline]
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.header(name)
     }
 
+    #[inline]
     fn cookie(&self, name: &str) -> Option<&[u8]> {
         self.headers.cookie(name)
     }
 
+    #[inline]
     fn source_address(&self) -> Option<std::net::IpAddr> {
         self.source
     }
@@ -49,12 +53,14 @@ pub struct SerializedHeaders<'a> {
 }
 
 impl<'a> SerializedHeaders<'a> {
+    #[inline]
     pub fn new(bytes: &'a [u8]) -> Self {
         SerializedHeaders { bytes }
     }
 
     /// Every (name, value) pair in order. A truncated or inconsistent map ends
     /// the iteration early instead of reading out of bounds.
+    #[inline]
     pub fn iter(&self) -> SerializedHeadersIter<'a> {
         let count = read_u32(self.bytes, 0).unwrap_or(0) as usize;
         // Each pair needs 8 bytes of sizes: a count that cannot fit is corrupt.
@@ -82,6 +88,7 @@ pub struct SerializedHeadersIter<'a> {
 impl<'a> Iterator for SerializedHeadersIter<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.count {
             return None;
@@ -101,6 +108,7 @@ impl<'a> Iterator for SerializedHeadersIter<'a> {
     }
 }
 
+#[inline]
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let raw = bytes.get(at..at.checked_add(4)?)?;
     let mut le = [0u8; 4];
@@ -146,6 +154,7 @@ impl<'a> SerializedHeaders<'a> {
 }
 
 impl RequestFacts for SerializedHeaders<'_> {
+    #[inline]
     fn header(&self, name: &str) -> Option<&[u8]> {
         let name = name.as_bytes();
         self.find_value(name.len(), |key, value| {
@@ -153,6 +162,7 @@ impl RequestFacts for SerializedHeaders<'_> {
         })
     }
 
+    #[inline]
     fn cookie(&self, name: &str) -> Option<&[u8]> {
         self.find_value(b"cookie".len(), |key, value| {
             if key.eq_ignore_ascii_case(b"cookie") {
@@ -168,6 +178,7 @@ impl RequestFacts for SerializedHeaders<'_> {
 /// Lenient like browsers and servers are: pairs split on `;`, optional spaces and
 /// tabs around them, the name ends at the first `=`, a value in double quotes loses
 /// them, a pair without `=` is skipped. The first match wins.
+#[inline]
 pub fn find_cookie<'v>(header_value: &'v [u8], name: &[u8]) -> Option<&'v [u8]> {
     header_value.split(|&b| b == b';').find_map(|pair| {
         let pair = trim_ows(pair);
@@ -183,6 +194,7 @@ pub fn find_cookie<'v>(header_value: &'v [u8], name: &[u8]) -> Option<&'v [u8]> 
     })
 }
 
+#[inline]
 fn trim_ows(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
@@ -195,6 +207,7 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 
 /// Serializes pairs in the proxy-wasm map format: what the host sends. Used by
 /// tests and benchmarks to build realistic inputs.
+#[inline]
 pub fn serialize_headers(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());

@@ -606,33 +606,51 @@ impl<'a> Json<'a> {
     }
 
     /// `null` is `None`; anything else is read by `read`.
-    #[inline(never)]
+    #[inline]
     pub fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
-        if self.skip_whitespace() == Some(b'n') {
-            self.at += 1;
-            self.literal(b"ull")?;
+        if self.null()? {
             return Ok(None);
         }
         read(self).map(Some)
     }
 
-    /// An array, each element read by `element`.
+    /// Reads `null` if that comes next (serde_json's `deserialize_option`).
     #[inline(never)]
+    fn null(&mut self) -> Result<bool> {
+        if self.skip_whitespace() != Some(b'n') {
+            return Ok(false);
+        }
+        self.at += 1;
+        self.literal(b"ull")?;
+        Ok(true)
+    }
+
+    /// An array, each element read by `element`.
+    #[inline]
     pub fn array<T>(&mut self, mut element: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        let mut items = Vec::new();
+        self.each_element(&mut |json| {
+            items.push(element(json)?);
+            Ok(())
+        })?;
+        Ok(items)
+    }
+
+    /// An array, `each` called at every element (the one copy of the array code
+    /// whatever the element type).
+    #[inline(never)]
+    fn each_element(&mut self, each: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
         if self.value_start()? != b'[' {
             return Err(self.invalid_type("a sequence"));
         }
         self.at += 1;
-        let mut items = Vec::new();
         let read = self.elements(usize::MAX, &mut |json, index| {
             json.path.push(Step::Index(index));
-            let item = element(json)?;
+            each(json)?;
             json.path.pop();
-            items.push(item);
             Ok(())
         });
-        self.close_array(read)?;
-        Ok(items)
+        self.close_array(read)
     }
 
     /// Calls `each` with the index of every element of the array just opened,
@@ -737,20 +755,20 @@ impl<'a> Json<'a> {
 
     /// After a key: the colon, then the value, read by `value` under the key.
     #[inline(never)]
-    fn entry_value<T>(
+    fn entry_value(
         &mut self,
         key: String,
-        value: impl FnOnce(&mut Self) -> Result<T>,
-    ) -> Result<T> {
+        value: &mut dyn FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
         match self.skip_whitespace() {
             Some(b':') => self.at += 1,
             Some(_) => return Err(self.peek_error("expected `:`")),
             None => return Err(self.peek_error(EOF_OBJECT)),
         }
         self.path.push(Step::Key(key));
-        let v = value(self)?;
+        value(self)?;
         self.path.pop();
-        Ok(v)
+        Ok(())
     }
 
     /// An object of string keys (serde's map into a `BTreeMap`), each value read
@@ -765,7 +783,14 @@ impl<'a> Json<'a> {
         self.at += 1;
         let mut entries: Vec<(String, T)> = Vec::new();
         let read = self.entries(&mut |json, key| {
-            let v = json.entry_value(key.clone(), &mut value)?;
+            let mut v = None;
+            json.entry_value(key.clone(), &mut |json| {
+                v = Some(value(json)?);
+                Ok(())
+            })?;
+            let Some(v) = v else {
+                return Ok(());
+            };
             match entries.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
                 Ok(i) => entries[i].1 = v,
                 Err(i) => entries.insert(i, (key, v)),
@@ -806,7 +831,7 @@ impl<'a> Json<'a> {
                         return Err(json.unplaced(format!("duplicate field `{key}`")));
                     }
                     seen |= 1 << i;
-                    json.entry_value(key, |json| field(json, i))
+                    json.entry_value(key, &mut |json| field(json, i))
                 });
                 let read = read.and_then(|()| {
                     match fields
@@ -908,7 +933,11 @@ impl<'a> Json<'a> {
                 self.at += 1;
                 let mut entries = Vec::new();
                 let read = self.entries(&mut |json, key| {
-                    let value = json.entry_value(key.clone(), Self::loose_value)?;
+                    let mut value = Loose::Other;
+                    json.entry_value(key.clone(), &mut |json| {
+                        value = json.loose_value()?;
+                        Ok(())
+                    })?;
                     entries.push((key, value));
                     Ok(())
                 });

@@ -28,6 +28,7 @@ pub const WEIGHTED_REASONS: [Reason; 2] = [Reason::Hash, Reason::Random];
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The index in [`CODE_CLASSES`] of an HTTP status, read as the bytes of `:status`.
+#[inline]
 pub fn code_class_index(status: &[u8]) -> Option<usize> {
     match status {
         [first @ b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => Some(usize::from(first - b'1')),
@@ -161,29 +162,35 @@ impl MetricTable {
     }
 
     /// The weight gauge of each version, in version order.
+    #[inline]
     pub fn weights(&self) -> &[u32] {
         &self.weights
     }
 
+    #[inline]
     pub fn guard_tripped(&self) -> Option<u32> {
         self.guard_tripped
     }
 
     /// True if responses are counted per status class.
+    #[inline]
     pub fn counts_responses(&self) -> bool {
         !self.responses.is_empty()
     }
 
     /// True if gRPC calls are counted per status code.
+    #[inline]
     pub fn counts_grpc(&self) -> bool {
         !self.grpc_responses.is_empty()
     }
 
     /// True if the per-version latency histogram is recorded.
+    #[inline]
     pub fn records_latency(&self) -> bool {
         !self.durations.is_empty()
     }
 
+    #[inline]
     pub fn request(&self, version: usize, reason: Reason) -> Option<u32> {
         self.requests
             .get(version * Reason::ALL.len() + reason.index())
@@ -191,23 +198,27 @@ impl MetricTable {
     }
 
     /// Pick mode: the counter of a decision the route's weights make (`hash`, `random`).
+    #[inline]
     pub fn weighted_request(&self, reason: Reason) -> Option<u32> {
         let at = WEIGHTED_REASONS.iter().position(|r| *r == reason)?;
         self.weighted.get(at).copied()
     }
 
+    #[inline]
     pub fn response(&self, version: usize, code_class: usize) -> Option<u32> {
         self.responses
             .get(version * CODE_CLASSES.len() + code_class)
             .copied()
     }
 
+    #[inline]
     pub fn grpc_response(&self, version: usize, code: GrpcCode) -> Option<u32> {
         self.grpc_responses
             .get(version * CODE_NAMES.len() + code.index())
             .copied()
     }
 
+    #[inline]
     pub fn duration(&self, version: usize) -> Option<u32> {
         self.durations.get(version).copied()
     }

@@ -76,6 +76,7 @@ impl Hosts {
     }
 
     /// True if a request with this `:authority` (absent: `None`) is for the plugin.
+    #[inline]
     pub fn admits(&self, authority: Option<&[u8]>) -> bool {
         let Some(host) = authority.map(host_of) else {
             return false;
@@ -88,6 +89,7 @@ impl Hosts {
 }
 
 /// The host part of an authority: without the port and a trailing dot.
+#[inline]
 fn host_of(authority: &[u8]) -> &[u8] {
     let host = if authority.first() == Some(&b'[') {
         // An IPv6 literal: up to and with the closing bracket.
