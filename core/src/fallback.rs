@@ -334,6 +334,16 @@ mod tests {
             remove(r#"{"versions":[],"hash":{"pick_header":"X-Canary-Pick","pick_total":0}}"#),
             ["x-canary-version", "x-canary-pick"]
         );
+        // Nesting deeper than serde_json's limit is refused, not followed (the
+        // stack of a Wasm VM is small).
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(remove(&deep), ["x-canary-version"]);
+        let deep = format!(
+            r#"{{"route_header":"x-a","z":{}1{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        assert_eq!(remove(&deep), ["x-canary-version", "x-a"]);
         // A section of the wrong type hides nothing else, and a name given twice
         // is removed both times.
         assert_eq!(

@@ -48,6 +48,8 @@ const EXPECTED_VALUE: &str = "expected value";
 const TRAILING_COMMA: &str = "trailing comma";
 const TRAILING_CHARACTERS: &str = "trailing characters";
 const KEY_MUST_BE_A_STRING: &str = "key must be a string";
+/// The nesting the lenient reader follows, serde_json's recursion limit.
+const MAX_DEPTH: usize = 128;
 
 /// One step of the path to the value being read.
 enum Step {
@@ -927,7 +929,13 @@ impl<'a> Json<'a> {
     /// entries (a repeated key stays repeated), everything else dropped.
     #[inline(never)]
     pub fn loose_value(&mut self) -> Result<Loose> {
-        match self.value_start()? {
+        let first = self.value_start()?;
+        // Any JSON comes here, so its depth is bounded as serde_json bounds it:
+        // a stack overflow would take the whole VM down.
+        if matches!(first, b'{' | b'[') && self.path.len() >= MAX_DEPTH {
+            return Err(self.error("recursion limit exceeded"));
+        }
+        match first {
             b'"' => self.string().map(Loose::String),
             b'{' => {
                 self.at += 1;
@@ -946,7 +954,12 @@ impl<'a> Json<'a> {
             }
             b'[' => {
                 self.at += 1;
-                let read = self.elements(usize::MAX, &mut |json, _| json.loose_value().map(|_| ()));
+                let read = self.elements(usize::MAX, &mut |json, index| {
+                    json.path.push(Step::Index(index));
+                    json.loose_value()?;
+                    json.path.pop();
+                    Ok(())
+                });
                 self.close_array(read)?;
                 Ok(Loose::Other)
             }
