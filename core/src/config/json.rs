@@ -785,19 +785,14 @@ impl<'a> Json<'a> {
         self.at += 1;
         let mut entries: Vec<(String, T)> = Vec::new();
         let read = self.entries(&mut |json, key| {
-            let mut v = None;
             json.entry_value(key.clone(), &mut |json| {
-                v = Some(value(json)?);
+                let v = value(json)?;
+                match entries.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+                    Ok(i) => entries[i].1 = v,
+                    Err(i) => entries.insert(i, (key.clone(), v)),
+                }
                 Ok(())
-            })?;
-            let Some(v) = v else {
-                return Ok(());
-            };
-            match entries.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
-                Ok(i) => entries[i].1 = v,
-                Err(i) => entries.insert(i, (key, v)),
-            }
-            Ok(())
+            })
         });
         self.close_object(read)?;
         Ok(entries)
