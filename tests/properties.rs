@@ -2057,6 +2057,115 @@ fn source_ranges_parse_any_text_without_panicking_and_contain_what_they_should()
     );
 }
 
+// ---- IP addresses as text ---------------------------------------------------------
+
+/// Text that is often almost an address: octets and hex groups of every length
+/// (overlong, leading zeros, out of range), `::` anywhere, IPv4 tails, brackets,
+/// scopes and ports; or any text over the characters of addresses.
+fn address_text() -> BoxedStrategy<String> {
+    let octet = prop_oneof![
+        12 => strings(&["0", "1", "9", "10", "99", "100", "255"]),
+        1 => strings(&["256", "01", "001", "999", "1000", ""]),
+    ];
+    let ipv4 = prop_oneof![
+        4 => prop::collection::vec(octet.clone(), 4),
+        1 => prop::collection::vec(octet, 3..=5),
+    ]
+    .prop_map(|o| o.join("."));
+    let group = prop_oneof![
+        15 => "[0-9a-fA-F]{1,4}",
+        1 => strings(&["00000", "12345", "g", ""]),
+    ];
+    let ipv6 = (
+        prop_oneof![3 => prop::collection::vec(group.clone(), 0..=7), 1 => prop::collection::vec(group, 8..=9)],
+        prop::option::weighted(0.8, any::<prop::sample::Index>()),
+        prop::option::weighted(0.3, ipv4.clone()),
+    )
+        .prop_map(|(groups, gap, tail)| {
+            let mut parts = groups;
+            if let Some(gap) = gap {
+                let at = gap.index(parts.len() + 1);
+                parts.insert(at, String::new());
+                if at == 0 || at == parts.len() - 1 {
+                    parts.insert(at, String::new());
+                }
+            }
+            parts.extend(tail);
+            parts.join(":")
+        });
+    let port = strings(&[
+        "0",
+        "80",
+        "00080",
+        "65535",
+        "65536",
+        "99999999999",
+        "",
+        "+1",
+        "8x",
+    ]);
+    let scope = strings(&["", "%", "%2", "%0", "%4294967295", "%4294967296", "%eth0"]);
+    prop_oneof![
+        2 => ipv4.clone(),
+        2 => ipv6.clone(),
+        2 => (ipv4.clone(), port.clone()).prop_map(|(ip, port)| format!("{ip}:{port}")),
+        1 => (ipv6.clone(), port.clone()).prop_map(|(ip, port)| format!("{ip}:{port}")),
+        2 => (prop_oneof![ipv6, ipv4], scope, port)
+            .prop_map(|(ip, scope, port)| format!("[{ip}{scope}]:{port}")),
+        1 => "[0-9a-fA-F:.%\\[\\] ]{0,48}",
+    ]
+    .boxed()
+}
+
+#[test]
+fn ip_addresses_are_read_exactly_as_std_reads_them() {
+    // The core has its own reader (core/src/ip.rs, far smaller in the .wasm than
+    // std's): it must accept what std accepts, give the same address, and refuse
+    // what std refuses, for trusted_sources, hosts and the source address.
+    use canary_router::ip::{parse_ip, parse_ipv6, parse_socket_or_ip};
+    use std::net::{Ipv6Addr, SocketAddr};
+    let (cases, accepted) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    check(
+        "ip_addresses_are_read_exactly_as_std_reads_them",
+        20_000,
+        address_text(),
+        |text| {
+            cases.fetch_add(1, Ordering::Relaxed);
+            let bytes = text.as_bytes();
+            let std_ip = text.parse::<IpAddr>().ok();
+            let std_socket = text.parse::<SocketAddr>().ok().map(|s| s.ip());
+            ensure!(
+                parse_ip(bytes) == std_ip,
+                "parse_ip({text:?}) = {:?}, std: {std_ip:?}",
+                parse_ip(bytes)
+            );
+            let std_v6 = text.parse::<Ipv6Addr>().ok();
+            ensure!(
+                parse_ipv6(bytes) == std_v6,
+                "parse_ipv6({text:?}) = {:?}, std: {std_v6:?}",
+                parse_ipv6(bytes)
+            );
+            let expected = std_socket.or(std_ip);
+            let got = parse_socket_or_ip(bytes);
+            ensure!(
+                got == expected,
+                "parse_socket_or_ip({text:?}) = {got:?}, std: {expected:?}"
+            );
+            if expected.is_some() {
+                accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    );
+    // The generator must reach valid addresses too, or agreement says little.
+    let (cases, accepted) = (cases.into_inner(), accepted.into_inner());
+    assert!(
+        accepted * 4 >= cases,
+        "only {accepted} of {cases} generated texts were addresses"
+    );
+    eprintln!("{accepted} of the {cases} texts were addresses");
+}
+
 // ---- Regressions: inputs the properties found, kept as plain tests ------------------
 
 #[test]

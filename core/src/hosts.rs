@@ -125,7 +125,7 @@ fn entry_problem(entry: &str) -> Option<&'static str> {
     if entry.starts_with('[') {
         let inner = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']'));
         return match inner {
-            Some(ip) if ip.parse::<std::net::Ipv6Addr>().is_ok() => None,
+            Some(ip) if crate::ip::parse_ipv6(ip.as_bytes()).is_some() => None,
             _ => Some("is not an IPv6 address in brackets such as [fd00::1] (without a port)"),
         };
     }

@@ -10,6 +10,7 @@
 //! - [`schedule`]: time-based ramps;
 //! - [`guard`]: the rollback guard's sliding window and trip/re-arm rule;
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
+//! - [`ip`]: IP and socket addresses as text, to std's grammar (a leaf);
 //! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
 //! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
@@ -33,6 +34,7 @@ pub mod fallback;
 pub mod grpc;
 pub mod guard;
 pub mod hosts;
+pub mod ip;
 pub mod metrics;
 pub mod pick;
 pub mod request;

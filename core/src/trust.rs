@@ -25,7 +25,7 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let network: IpAddr = address.parse().map_err(|_| bad())?;
+        let network = crate::ip::parse_ip(address.as_bytes()).ok_or_else(bad)?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -65,11 +65,7 @@ impl Cidr {
 /// The IP of an Envoy `source.address` property value: `10.0.0.1:5432` or `[::1]:5432`.
 #[inline]
 pub fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(text).ok()?;
-    text.parse::<std::net::SocketAddr>()
-        .map(|s| s.ip())
-        .or_else(|_| text.parse::<IpAddr>())
-        .ok()
+    crate::ip::parse_socket_or_ip(text)
 }
 
 /// Compares a presented token with a secret in time that depends only on their
