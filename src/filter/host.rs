@@ -1,5 +1,5 @@
-//! Host helpers: the clock, metric definition, one-call header map read, and the
-//! rejection log line.
+//! Host helpers: the clock, the random seed, metric definition, one-call header
+//! map read, and the rejection log line.
 
 use crate::config::ConfigError;
 use crate::metrics::{MetricKind, MetricSink};
@@ -12,6 +12,24 @@ use std::time::SystemTime;
 /// The host clock in unix milliseconds (0 if the host cannot say).
 pub(super) fn now_ms() -> i64 {
     hostcalls::get_current_time().ok().map_or(0, unix_ms)
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    /// WASI's random source, which Envoy gives every Wasm VM.
+    #[link_name = "random_get"]
+    fn wasi_random_get(buf: *mut u8, buf_len: usize) -> i32;
+}
+
+/// The seed of a worker's random draws (anonymous users): 64 bits from the host's
+/// random source, once per root context, so the per-request draw needs no host
+/// call. Mixed with the clock, so that workers still differ should the host give
+/// nothing.
+pub(super) fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the host writes at most `bytes.len()` bytes, into `bytes`.
+    let _ = unsafe { wasi_random_get(bytes.as_mut_ptr(), bytes.len()) };
+    u64::from_le_bytes(bytes) ^ now_ms().unsigned_abs()
 }
 
 pub(super) fn unix_ms(t: SystemTime) -> i64 {

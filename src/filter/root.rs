@@ -2,7 +2,7 @@
 //! new one is refused, and moves ramps and the guard on each tick.
 
 use super::guard_sync::{publish_weights, reset_guard_state, sync_guard};
-use super::host::{log_rejection, now_ms, HostMetrics};
+use super::host::{log_rejection, now_ms, random_seed, HostMetrics};
 use super::last_good::{
     health_ids, last_good_of_proxy, on_bad_config, plugin_key, publish_health, remember_last_good,
     HISTORY,
@@ -18,8 +18,6 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -59,10 +57,6 @@ pub struct CanaryRoot {
 
 impl CanaryRoot {
     pub fn new() -> Self {
-        // RandomState draws its keys from the host's random source (WASI
-        // random_get) once; the per-request draw then needs no host call.
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(now_ms().unsigned_abs());
         CanaryRoot {
             active: None,
             live: Rc::new(RefCell::new(Live {
@@ -76,7 +70,7 @@ impl CanaryRoot {
                 weights: Vec::new(),
                 pending: Pending::default(),
             })),
-            rng: Rc::new(Cell::new(Rng::new(hasher.finish()))),
+            rng: Rc::new(Cell::new(Rng::new(random_seed()))),
             plugin: None,
             safe_mode: None,
         }

@@ -30,6 +30,7 @@ pub use self::hosts::MAX_HOSTS;
 pub use self::metrics::{MetricsConfig, DEFAULT_METRICS_PREFIX};
 pub use self::names::MAX_VERSION_NAME_LEN;
 pub use self::overrides::{OverrideConfig, TokenConfig, MAX_TOKEN_VALUES, MIN_TOKEN_LEN};
+pub use self::users::UserIndex;
 pub use self::versions::{Split, Version, Weight, MAX_VERSIONS};
 pub use crate::hosts::Hosts;
 pub use crate::units::{format_basis_points, weight_to_basis_points, FULL_WEIGHT_BASIS_POINTS};
@@ -46,7 +47,6 @@ use self::users::UserLists;
 use self::versions::RawVersion;
 use crate::guard::GuardConfig;
 use serde::Deserialize;
-use std::collections::HashMap;
 
 pub const DEFAULT_ROUTE_HEADER: &str = "x-canary-version";
 
@@ -216,7 +216,7 @@ pub struct Config {
     pub versions: Vec<Version>,
     pub override_: OverrideConfig,
     /// User ID -> version index.
-    pub users: HashMap<Box<[u8]>, usize>,
+    pub users: UserIndex,
     pub hash: HashConfig,
     /// 100, 1000 or 10000: user hashes and anonymous draws land in 1..=buckets.
     pub buckets: u32,
@@ -264,7 +264,6 @@ impl Config {
 
     /// Each version's share at `now_ms` (unix ms), in basis points; the baseline's
     /// is what the others leave.
-    #[inline]
     pub fn weights_at(&self, now_ms: i64) -> Vec<u32> {
         let mut weights: Vec<u32> = self
             .versions
@@ -279,7 +278,6 @@ impl Config {
     }
 
     /// The bucket ranges at `now_ms` (unix ms).
-    #[inline]
     pub fn split_at(&self, now_ms: i64) -> Split {
         let to_buckets = |bp: u32| {
             (u64::from(bp) * u64::from(self.buckets) / u64::from(FULL_WEIGHT_BASIS_POINTS)) as u32

@@ -4,7 +4,7 @@
 use super::error::ConfigError;
 use super::hash::HashConfig;
 use super::versions::Version;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// `users` as written: version name -> user IDs, in name order; a name given
 /// twice keeps its last list, as with any JSON object read into a map. A list
@@ -39,6 +39,13 @@ impl schemars::JsonSchema for UserLists {
     }
 }
 
+/// User ID -> version index, looked up for every request that carries a user ID.
+/// hashbrown's map with its default hasher (foldhash), which the SDK links into
+/// the `.wasm` anyway, rather than std's (SipHash, keyed from the host's random
+/// source): less code, and a cheaper hash per lookup. Flooding is no concern: the
+/// keys come from the config alone, and a request only looks one up.
+pub type UserIndex = hashbrown::HashMap<Box<[u8]>, usize>;
+
 /// User ID -> version index; empty without `users`.
 #[cold]
 #[inline(never)]
@@ -47,9 +54,9 @@ pub(super) fn validate_users(
     hash: &HashConfig,
     versions: &[Version],
     errors: &mut Vec<ConfigError>,
-) -> HashMap<Box<[u8]>, usize> {
+) -> UserIndex {
     let Some(UserLists(users)) = users else {
-        return HashMap::new();
+        return UserIndex::new();
     };
     if !users.is_empty() && hash.header.is_none() && hash.cookie.is_none() {
         errors.push(ConfigError::new(
@@ -66,8 +73,8 @@ fn users_by_id(
     users: &[(String, Vec<String>)],
     versions: &[Version],
     errors: &mut Vec<ConfigError>,
-) -> HashMap<Box<[u8]>, usize> {
-    let mut map: HashMap<Box<[u8]>, usize> = HashMap::new();
+) -> UserIndex {
+    let mut map = UserIndex::new();
     for (version, ids) in users {
         let field = format!("users.{version}");
         let Some(index) = versions.iter().position(|v| &v.name == version) else {
