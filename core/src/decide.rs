@@ -72,6 +72,7 @@ pub struct Routing {
 
 impl Routing {
     /// Routing at `now_ms` (unix ms) with an armed guard.
+    #[inline]
     pub fn at(config: &Config, now_ms: i64) -> Routing {
         Routing {
             split: config.split_at(now_ms),
@@ -86,6 +87,7 @@ impl Routing {
 pub struct Rng(u64);
 
 impl Rng {
+    #[inline]
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }

@@ -58,6 +58,7 @@ impl GrpcCode {
     }
 
     /// The code of a canonical name (`UNAVAILABLE`); exact, upper case.
+    #[inline]
     pub fn from_name(name: &str) -> Option<GrpcCode> {
         CODE_NAMES
             .iter()

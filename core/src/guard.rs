@@ -173,6 +173,7 @@ pub enum GuardEvent {
 }
 
 impl GuardState {
+    #[inline]
     pub fn new(now_ms: u64, config: &GuardConfig) -> Self {
         GuardState {
             created_ms: now_ms,
@@ -187,6 +188,7 @@ impl GuardState {
     }
 
     /// Adds a worker's counts to the slot of `now_ms`.
+    #[inline]
     pub fn add(&mut self, now_ms: u64, config: &GuardConfig, pending: &Pending) {
         if self.slots.is_empty() {
             return;
@@ -205,6 +207,7 @@ impl GuardState {
     }
 
     /// Totals over the window ending at `now_ms`.
+    #[inline]
     pub fn window(&self, now_ms: u64, config: &GuardConfig) -> (Tally, Tally) {
         let current = now_ms / config.slot_ms();
         let span = self.slots.len() as u64;
@@ -221,6 +224,7 @@ impl GuardState {
 
     /// Applies the rule at `now_ms`: trips an armed guard whose window breaks the
     /// thresholds, re-arms a tripped one whose hold has passed.
+    #[inline]
     pub fn evaluate(&mut self, now_ms: u64, config: &GuardConfig) -> Option<GuardEvent> {
         if self.is_tripped() {
             let hold = config.hold_ms?;
@@ -251,6 +255,7 @@ impl GuardState {
     const SLOT: usize = 24;
 
     /// Little-endian: created, tripped_at, then per slot index and four counts.
+    #[inline]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::HEADER + self.slots.len() * Self::SLOT);
         out.extend_from_slice(&self.created_ms.to_le_bytes());
@@ -270,6 +275,7 @@ impl GuardState {
     }
 
     /// The state in `bytes`, if they hold one of this config's shape.
+    #[inline]
     pub fn decode(bytes: &[u8], config: &GuardConfig) -> Option<GuardState> {
         let slots = config.slot_count();
         if bytes.len() != Self::HEADER + slots * Self::SLOT {

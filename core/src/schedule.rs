@@ -28,6 +28,7 @@ pub struct Step {
 impl Schedule {
     /// The weight at `now_ms` (unix ms), in basis points, rounded down to a whole
     /// number of buckets so that it maps to an exact bucket range.
+    #[inline]
     pub fn weight_at(&self, now_ms: i64, buckets: u32) -> u32 {
         // In i128: `after` goes up to u64::MAX ms, so `start + after` may lie beyond
         // i64; such a step is simply never reached (it must not wrap into the past).
@@ -50,12 +51,14 @@ impl Schedule {
     }
 
     /// The highest weight the schedule reaches: its last step's.
+    #[inline]
     pub fn max_weight(&self) -> u32 {
         self.steps.last().map_or(0, |s| s.weight_basis_points)
     }
 
     /// When the ramp ends: the time of its last step, after which the weight stays
     /// at the last step's (unix ms; `i64::MAX` if that lies beyond what fits).
+    #[inline]
     pub fn end_ms(&self) -> i64 {
         self.steps.last().map_or(self.start_ms, |s| {
             i64::try_from(s.after_ms).map_or(i64::MAX, |after| self.start_ms.saturating_add(after))

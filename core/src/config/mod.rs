@@ -264,6 +264,7 @@ impl Config {
 
     /// Each version's share at `now_ms` (unix ms), in basis points; the baseline's
     /// is what the others leave.
+    #[inline]
     pub fn weights_at(&self, now_ms: i64) -> Vec<u32> {
         let mut weights: Vec<u32> = self
             .versions
@@ -278,6 +279,7 @@ impl Config {
     }
 
     /// The bucket ranges at `now_ms` (unix ms).
+    #[inline]
     pub fn split_at(&self, now_ms: i64) -> Split {
         let to_buckets = |bp: u32| {
             (u64::from(bp) * u64::from(self.buckets) / u64::from(FULL_WEIGHT_BASIS_POINTS)) as u32

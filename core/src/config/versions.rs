@@ -76,6 +76,7 @@ pub enum Weight {
 
 impl Weight {
     /// The share at `now_ms` (unix ms), in basis points; 0 for the baseline.
+    #[inline]
     pub fn at(&self, now_ms: i64, buckets: u32) -> u32 {
         match self {
             Weight::Remainder => 0,
