@@ -2,8 +2,8 @@
 //!
 //! The grammar is exactly that of `std::net`'s `FromStr` for [`IpAddr`] and
 //! `SocketAddr` (tests/properties.rs checks the two agree on arbitrary text), but
-//! not std's parser: that one is 5.6 KB of the `.wasm`, this one about a fifth.
-//! The grammar, as std has it:
+//! not std's parser, which is much larger: with this one the `.wasm` is 2.3 KB
+//! smaller. The grammar, as std has it:
 //! - IPv4: four decimal octets of at most three digits, each at most 255, without
 //!   a leading zero (`01` could be read as octal: RFC 6943, 3.1.1);
 //! - IPv6: up to eight groups of 1 to 4 hex digits, either case, with at most one
