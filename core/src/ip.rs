@@ -25,7 +25,8 @@ pub fn parse_ipv6(text: &[u8]) -> Option<Ipv6Addr> {
 }
 
 /// The IP of a socket address (`10.0.0.1:5432`, `[::1]:5432`), as
-/// `text.parse::<SocketAddr>()` reads it, or of a bare IP address.
+/// `text.parse::<SocketAddr>()` reads it, or of a bare IP address: what Envoy's
+/// `source.address` property says of the client.
 pub fn parse_socket_or_ip(text: &[u8]) -> Option<IpAddr> {
     Cursor::new(text)
         .whole(Cursor::socket_ip)
@@ -298,6 +299,16 @@ mod tests {
                 "parse_socket_or_ip({case:?})"
             );
         }
+    }
+
+    #[test]
+    fn socket_addresses_yield_their_ip() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        assert_eq!(parse_socket_or_ip(b"10.0.0.1:5432"), ip("10.0.0.1"));
+        assert_eq!(parse_socket_or_ip(b"[::1]:80"), ip("::1"));
+        assert_eq!(parse_socket_or_ip(b"127.0.0.1"), ip("127.0.0.1"));
+        assert_eq!(parse_socket_or_ip(b"/tmp/socket"), None);
+        assert_eq!(parse_socket_or_ip(&[0xff]), None);
     }
 
     #[test]

@@ -62,12 +62,6 @@ impl Cidr {
     }
 }
 
-/// The IP of an Envoy `source.address` property value: `10.0.0.1:5432` or `[::1]:5432`.
-#[inline]
-pub fn parse_socket_ip(text: &[u8]) -> Option<IpAddr> {
-    crate::ip::parse_socket_or_ip(text)
-}
-
 /// Compares a presented token with a secret in time that depends only on their
 /// lengths, never on where they first differ.
 #[inline]
@@ -129,15 +123,6 @@ mod tests {
         ] {
             assert!(Cidr::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn socket_addresses_yield_their_ip() {
-        assert_eq!(parse_socket_ip(b"10.0.0.1:5432"), Some(ip("10.0.0.1")));
-        assert_eq!(parse_socket_ip(b"[::1]:80"), Some(ip("::1")));
-        assert_eq!(parse_socket_ip(b"127.0.0.1"), Some(ip("127.0.0.1")));
-        assert_eq!(parse_socket_ip(b"/tmp/socket"), None);
-        assert_eq!(parse_socket_ip(&[0xff]), None);
     }
 
     #[test]

@@ -12,10 +12,10 @@ use crate::grpc::{
     GrpcCode,
 };
 use crate::guard::GuardConfig;
+use crate::ip::parse_socket_or_ip;
 use crate::metrics::code_class_index;
 use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
 use crate::request::{RequestFacts, SerializedHeaders};
-use crate::trust::parse_socket_ip;
 use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -358,7 +358,7 @@ impl RequestFacts for HostRequest<'_> {
 
     fn source_address(&self) -> Option<std::net::IpAddr> {
         match hostcalls::get_property(vec!["source", "address"]) {
-            Ok(Some(address)) => parse_socket_ip(&address),
+            Ok(Some(address)) => parse_socket_or_ip(&address),
             _ => None,
         }
     }
