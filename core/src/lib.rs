@@ -12,6 +12,7 @@
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`ip`]: IP and socket addresses as text, to std's grammar (a leaf);
 //! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
+//! - [`router`]: which rollout a request belongs to (hosts, path prefixes, headers);
 //! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
@@ -38,6 +39,7 @@ pub mod ip;
 pub mod metrics;
 pub mod pick;
 pub mod request;
+pub mod router;
 pub mod schedule;
 pub mod trust;
 pub mod units;

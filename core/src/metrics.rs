@@ -3,6 +3,12 @@
 //! serves plain Envoy (`stats_tags` regexes) and Istio (`extraStatTags`):
 //! `version=.=canary;.;reason=.=hash;.;canary_requests_total` becomes
 //! `canary_requests_total{version="canary",reason="hash"}` in Prometheus.
+//!
+//! In a config with `rollouts`, every series of a rollout carries a `rollout` tag,
+//! first in the name as Istio writes its tags:
+//! `rollout=.=checkout;.;version=.=canary;.;reason=.=hash;.;canary_requests_total`.
+//! A single-service config keeps the names it always had, without the tag. The
+//! config health series are the proxy's, never a rollout's: no tag.
 
 use crate::config::Config;
 use crate::decide::Reason;
@@ -33,6 +39,24 @@ pub fn code_class_index(status: &[u8]) -> Option<usize> {
     match status {
         [first @ b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => Some(usize::from(first - b'1')),
         _ => None,
+    }
+}
+
+/// The tag that names a rollout, first in each of its metric names.
+pub fn rollout_tag(rollout: &str) -> String {
+    format!("rollout=.={rollout};.;")
+}
+
+/// Defines every metric of a rollout with its `rollout` tag in front of the name.
+struct Tagged<'a, S> {
+    tag: String,
+    sink: &'a mut S,
+}
+
+impl<S: MetricSink> MetricSink for Tagged<'_, S> {
+    type Error = S::Error;
+    fn define(&mut self, kind: MetricKind, name: &str) -> Result<u32, Self::Error> {
+        self.sink.define(kind, &format!("{}{name}", self.tag))
     }
 }
 
@@ -96,6 +120,28 @@ pub struct MetricTable {
 }
 
 impl MetricTable {
+    /// The metrics of one rollout: `rollout` names it (its tag starts every name),
+    /// `None` for a single-service config (names without the tag).
+    #[cold]
+    #[inline(never)]
+    pub fn define_for<S: MetricSink>(
+        config: &Config,
+        rollout: Option<&str>,
+        sink: &mut S,
+    ) -> Result<Self, S::Error> {
+        match rollout {
+            None => Self::define(config, sink),
+            Some(name) => Self::define(
+                config,
+                &mut Tagged {
+                    tag: rollout_tag(name),
+                    sink,
+                },
+            ),
+        }
+    }
+
+    /// The metrics of a single-service config (no `rollout` tag).
     #[cold]
     #[inline(never)]
     pub fn define<S: MetricSink>(config: &Config, sink: &mut S) -> Result<Self, S::Error> {
@@ -370,6 +416,69 @@ mod tests {
             .0
             .iter()
             .all(|(_, n)| !n.contains("responses_total") && !n.contains("duration")));
+    }
+
+    #[test]
+    fn a_rollouts_metrics_carry_its_tag_first_and_a_single_service_config_none() {
+        let plugin = crate::config::PluginConfig::from_json(
+            br#"{"metrics":{"responses":true,"latency":true},"rollouts":[
+                {"name":"checkout","versions":[{"name":"stable"},{"name":"canary","weight":5}],
+                 "guard":{"version":"canary","max_error_rate":0.1}},
+                {"name":"search","versions":[{"name":"v1"}],"hash":{"header":"u","pick_header":"x-pick"}}]}"#,
+        )
+        .unwrap();
+        let mut rec = Recorder::default();
+        let tables: Vec<MetricTable> = plugin
+            .rollouts
+            .iter()
+            .map(|r| MetricTable::define_for(&r.config, r.name.as_deref(), &mut rec).unwrap())
+            .collect();
+        // Every series of a rollout, whatever its kind, is tagged.
+        assert_eq!(
+            rec.0.len(),
+            2 * (6 + 5 + 17 + 1 + 1) + 1 + (6 + 5 + 17 + 1 + 1) + 2
+        );
+        let checkout = rec
+            .0
+            .iter()
+            .filter(|(_, n)| n.starts_with("rollout=.=checkout;.;version=.="))
+            .count();
+        let search = rec
+            .0
+            .iter()
+            .filter(|(_, n)| n.starts_with("rollout=.=search;.;version=.="))
+            .count();
+        assert_eq!((checkout, search), (2 * 30 + 1, 30 + 2));
+        let name = |id: Option<u32>| rec.0[id.unwrap() as usize].1.clone();
+        assert_eq!(
+            name(tables[0].request(1, Reason::Hash)),
+            "rollout=.=checkout;.;version=.=canary;.;reason=.=hash;.;canary_requests_total"
+        );
+        assert_eq!(
+            name(tables[0].guard_tripped()),
+            "rollout=.=checkout;.;version=.=canary;.;canary_guard_tripped"
+        );
+        assert_eq!(
+            name(tables[1].weighted_request(Reason::Random)),
+            "rollout=.=search;.;version=.=weighted;.;reason=.=random;.;canary_requests_total"
+        );
+        assert_eq!(
+            name(tables[1].duration(0)),
+            "rollout=.=search;.;version=.=v1;.;canary_request_duration_milliseconds"
+        );
+        // Ids are the sink's, per rollout.
+        assert_ne!(
+            tables[0].request(0, Reason::Hash),
+            tables[1].request(0, Reason::Hash)
+        );
+
+        let single = Config::from_json(br#"{"versions":[{"name":"stable"}]}"#).unwrap();
+        let mut plain = Recorder::default();
+        MetricTable::define_for(&single, None, &mut plain).unwrap();
+        let mut before = Recorder::default();
+        MetricTable::define(&single, &mut before).unwrap();
+        assert_eq!(plain.0, before.0);
+        assert!(plain.0.iter().all(|(_, n)| n.starts_with("version=.=")));
     }
 
     #[test]

@@ -5,17 +5,21 @@
 //! rejects a config tells the operator exactly what to fix.
 //!
 //! One module per section of the JSON, each with its serde type beside its
-//! validation; this one holds the top level: [`Config`], its parsing and the
-//! checks that span sections.
+//! validation; this one holds the top level of a single service: [`Config`], its
+//! parsing and the checks that span sections. A config of several services
+//! (`rollouts`, [`PluginConfig`]) holds one [`Config`] per rollout (rollouts.rs,
+//! with each rollout's `match` in matching.rs).
 
 mod error;
 mod guard;
 mod hash;
 mod hosts;
 pub(crate) mod json;
+mod matching;
 mod metrics;
 mod names;
 mod overrides;
+mod rollouts;
 mod schedule;
 #[cfg(test)]
 mod tests;
@@ -27,9 +31,11 @@ pub use self::error::ConfigError;
 pub use self::guard::{DEFAULT_GUARD_HOLD_MS, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS};
 pub use self::hash::{HashConfig, ALLOWED_BUCKETS, DEFAULT_BUCKETS};
 pub use self::hosts::MAX_HOSTS;
+pub use self::matching::{MAX_HEADER_CONDITIONS, MAX_PATH_PREFIXES};
 pub use self::metrics::{MetricsConfig, DEFAULT_METRICS_PREFIX};
 pub use self::names::MAX_VERSION_NAME_LEN;
 pub use self::overrides::{OverrideConfig, TokenConfig, MAX_TOKEN_VALUES, MIN_TOKEN_LEN};
+pub use self::rollouts::{PluginConfig, Rollout, MAX_ROLLOUTS};
 pub use self::users::UserIndex;
 pub use self::versions::{Split, Version, Weight, MAX_VERSIONS};
 pub use crate::hosts::Hosts;
@@ -43,6 +49,7 @@ use self::names::checked_header_name;
 #[cfg(feature = "schema")]
 use self::names::{HEADER_NAME_PATTERN, VERSION_NAME_PATTERN};
 use self::overrides::RawOverride;
+use self::rollouts::RawRollout;
 use self::users::UserLists;
 use self::versions::RawVersion;
 use crate::guard::GuardConfig;
@@ -89,6 +96,19 @@ pub enum Anonymous {
         { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
     ] } } } }
 )))]
+// Either one service (versions, and no rollouts) or several (rollouts, and none of
+// the per-service fields at the top level). A null counts as absent, as in the
+// filter.
+#[cfg_attr(feature = "schema", schemars(extend("oneOf" = [
+    { "required": ["versions"], "properties": {
+        "versions": { "type": "array" }, "rollouts": { "type": "null" } } },
+    { "required": ["rollouts"], "properties": {
+        "rollouts": { "type": "array" },
+        "route_header": { "type": "null" }, "versions": { "type": "null" },
+        "override": { "type": "null" }, "users": { "type": "null" },
+        "hash": { "type": "null" }, "anonymous": { "type": "null" },
+        "guard": { "type": "null" }, "hosts": { "type": "null" } } }
+])))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     /// The request header the filter sets to the chosen version's name; routes match
@@ -99,7 +119,7 @@ struct RawConfig {
     /// The versions of the service, in order, with unique names. The first is the
     /// baseline: it has no weight and takes the share the others leave. Every other
     /// version has a weight or a schedule (none in pick mode, hash.pick_header); the
-    /// weights add up to at most 100.
+    /// weights add up to at most 100. Required, unless the config has rollouts.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSIONS), extend(
         "prefixItems" = [{ "$ref": "#/$defs/Version", "not": { "anyOf": [
             { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
@@ -107,7 +127,7 @@ struct RawConfig {
         ] } }],
         "items" = { "$ref": "#/$defs/Version" }
     )))]
-    versions: Vec<RawVersion>,
+    versions: Option<Vec<RawVersion>>,
     /// Lets a request name its version by a header or a cookie.
     #[serde(rename = "override")]
     override_: Option<RawOverride>,
@@ -139,6 +159,13 @@ struct RawConfig {
     /// removed, not counted, not seen by the guard. Absent: every request.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_HOSTS), inner(length(max = 253), regex(pattern = self::hosts::HOST_PATTERN))))]
     hosts: Option<Vec<String>>,
+    /// Several services in one config, each a rollout with its own name, match and
+    /// versions: the first rollout whose match holds decides a request, and a
+    /// request that matches none passes untouched. With rollouts, the per-service
+    /// fields (route_header, versions, override, users, hash, anonymous, guard,
+    /// hosts) go into each rollout; metrics_prefix and metrics stay here.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_ROLLOUTS)))]
+    rollouts: Option<Vec<RawRollout>>,
 }
 
 impl RawConfig {
@@ -147,7 +174,7 @@ impl RawConfig {
     fn read(json: &mut Json) -> json::Result<Self> {
         let mut raw = RawConfig {
             route_header: None,
-            versions: Vec::new(),
+            versions: None,
             override_: None,
             users: None,
             hash: None,
@@ -156,6 +183,7 @@ impl RawConfig {
             metrics: None,
             guard: None,
             hosts: None,
+            rollouts: None,
         };
         let fields = [
             "route_header",
@@ -168,11 +196,12 @@ impl RawConfig {
             "metrics",
             "guard",
             "hosts",
+            "rollouts",
         ];
-        json.object("struct RawConfig", &fields, 0b10, &mut |json, field| {
+        json.object("struct RawConfig", &fields, 0, &mut |json, field| {
             match field {
                 0 => raw.route_header = json.option(Json::string)?,
-                1 => raw.versions = json.array(RawVersion::read)?,
+                1 => raw.versions = json.option(|json| json.array(RawVersion::read))?,
                 2 => raw.override_ = json.option(RawOverride::read)?,
                 3 => {
                     raw.users = json
@@ -180,25 +209,55 @@ impl RawConfig {
                         .map(UserLists)
                 }
                 4 => raw.hash = json.option(RawHash::read)?,
-                5 => {
-                    raw.anonymous = json
-                        .option(|json| json.unit_enum(&["random", "baseline"]))?
-                        .map(|i| {
-                            if i == 0 {
-                                Anonymous::Random
-                            } else {
-                                Anonymous::Baseline
-                            }
-                        })
-                }
+                5 => raw.anonymous = json.option(read_anonymous)?,
                 6 => raw.metrics_prefix = json.option(Json::string)?,
                 7 => raw.metrics = json.option(RawMetrics::read)?,
                 8 => raw.guard = json.option(RawGuard::read)?,
-                _ => raw.hosts = json.option(|json| json.array(Json::string))?,
+                9 => raw.hosts = json.option(|json| json.array(Json::string))?,
+                _ => raw.rollouts = json.option(|json| json.array(RawRollout::read))?,
             }
             Ok(())
         })?;
         Ok(raw)
+    }
+}
+
+/// `anonymous`, at the top level or in a rollout.
+#[cold]
+#[inline(never)]
+fn read_anonymous(json: &mut Json) -> json::Result<Anonymous> {
+    json.unit_enum(&["random", "baseline"]).map(|i| {
+        if i == 0 {
+            Anonymous::Random
+        } else {
+            Anonymous::Baseline
+        }
+    })
+}
+
+/// Reads the config's JSON into its written form; a syntax or type error is the
+/// one error returned.
+#[cold]
+#[inline(never)]
+fn read_raw(bytes: &[u8]) -> Result<RawConfig, Vec<ConfigError>> {
+    // serde would also read a struct from an array; say plainly what is expected.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(vec![ConfigError::new(
+            "",
+            "the config must be a JSON object, such as {\"versions\": [{\"name\": \"stable\"}]}",
+        )]),
+        None => return Err(vec![ConfigError::new("", "the config is empty")]),
+    }
+    let mut json = Json::new(bytes);
+    match RawConfig::read(&mut json).and_then(|raw| json.end().map(|()| raw)) {
+        Ok(raw) => Ok(raw),
+        Err(err) => {
+            let (path, message) = json.render(err);
+            // "?" is a syntax error before any field was read: it names no field.
+            let field = if path == "?" { String::new() } else { path };
+            Err(vec![ConfigError::new(field, message)])
+        }
     }
 }
 
@@ -231,35 +290,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses and validates a config. On failure returns every problem found
-    /// (a JSON syntax or type error stops at that error; semantic checks all run).
+    /// Parses and validates a single-service config (one without `rollouts`). On
+    /// failure returns every problem found (a JSON syntax or type error stops at
+    /// that error; semantic checks all run). A config with `rollouts` is refused
+    /// here: [`PluginConfig::from_json`] reads every config.
     #[cold]
     #[inline(never)]
     pub fn from_json(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
-        // serde would also read a struct from an array; say plainly what is expected.
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            Some(_) => {
-                return Err(vec![ConfigError::new(
-                    "",
-                    "the config must be a JSON object, such as {\"versions\": [{\"name\": \"stable\"}]}",
-                )])
-            }
-            None => return Err(vec![ConfigError::new("", "the config is empty")]),
+        let mut plugin = PluginConfig::from_json(bytes)?;
+        match plugin.rollouts.pop() {
+            Some(Rollout { name: None, config }) if plugin.rollouts.is_empty() => Ok(config),
+            _ => Err(vec![ConfigError::new(
+                "rollouts",
+                "a config of several services: read it with PluginConfig::from_json",
+            )]),
         }
-        let mut json = Json::new(bytes);
-        let raw = match RawConfig::read(&mut json).and_then(|raw| json.end().map(|()| raw)) {
-            Ok(raw) => raw,
-            Err(err) => {
-                let (path, message) = json.render(err);
-                // "?" is a syntax error before any field was read: it names no field.
-                let field = if path == "?" { String::new() } else { path };
-                return Err(vec![ConfigError::new(field, message)]);
-            }
-        };
-        let mut config = validate(raw)?;
-        config.fingerprint = crate::bucket::hash_key(b"", bytes);
-        Ok(config)
     }
 
     /// Each version's share at `now_ms` (unix ms), in basis points; the baseline's
@@ -323,7 +368,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     };
     let buckets = hash::validate_buckets(raw.hash.as_ref(), &mut errors);
     let pick_mode = hash::pick_mode(raw.hash.as_ref());
-    let versions = versions::validate_versions(&raw.versions, buckets, pick_mode, &mut errors);
+    let versions = versions::validate_versions(
+        raw.versions.as_deref().unwrap_or_default(),
+        buckets,
+        pick_mode,
+        &mut errors,
+    );
     let override_ = match raw.override_ {
         Some(o) => overrides::validate_override(o, &mut errors),
         None => OverrideConfig::default(),

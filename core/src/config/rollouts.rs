@@ -1,0 +1,688 @@
+//! `rollouts`: several services in one config, each a rollout with a `name`, a
+//! `match` and every per-service field of a single-service config. The plugin's
+//! config as a whole is [`PluginConfig`]; each rollout's own settings are a
+//! [`Config`], as a single-service config's are, so the decision, the metric table
+//! and the guard work per rollout unchanged.
+//!
+//! A config without `rollouts` (today's single-service config) is one rollout
+//! without a name, whose `match` is the top-level `hosts`: it behaves exactly as
+//! before, metric names included (no `rollout` tag).
+
+use super::error::ConfigError;
+use super::guard::RawGuard;
+use super::hash::RawHash;
+use super::json::{self, Json};
+use super::matching::{validate_match, RawMatch};
+#[cfg(feature = "schema")]
+use super::names::{HEADER_NAME_PATTERN, MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
+use super::overrides::RawOverride;
+use super::users::UserLists;
+use super::versions::RawVersion;
+#[cfg(feature = "schema")]
+use super::versions::MAX_VERSIONS;
+#[cfg(feature = "schema")]
+use super::DEFAULT_ROUTE_HEADER;
+use super::{
+    metrics, names, read_anonymous, validate, Anonymous, Config, MetricsConfig, RawConfig,
+};
+use crate::router::{Match, Router};
+use serde::Deserialize;
+
+/// At most this many rollouts in one config: each defines its own metrics, and a
+/// bound keeps a config's load time and memory in check.
+pub const MAX_ROLLOUTS: usize = 1000;
+
+/// One service's rollout: which requests it decides (`match`) and how.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Rollout"))]
+// As at the top level: the versions after the baseline have a weight or a
+// schedule, except in pick mode (hash.pick_header set).
+#[cfg_attr(feature = "schema", schemars(extend(
+    "if" = { "required": ["hash"], "properties": { "hash": {
+        "required": ["pick_header"], "properties": { "pick_header": { "type": "string" } } } } },
+    "then" = { "properties": { "versions": { "items": { "not": { "anyOf": [
+        { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+        { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+    ] } } } } },
+    "else" = { "properties": { "versions": { "prefixItems": [true], "items": { "oneOf": [
+        { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+        { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+    ] } } } }
+)))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    /// The rollout's name, unique in the config: the value of the `rollout` metric
+    /// label.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSION_NAME_LEN), regex(pattern = VERSION_NAME_PATTERN)))]
+    name: String,
+    /// Which requests this rollout decides: all that is given must hold. Absent or
+    /// empty: every request. The first rollout whose match holds decides; a request
+    /// that matches none passes untouched.
+    #[serde(rename = "match")]
+    match_: Option<RawMatch>,
+    /// As the top-level route_header: the request header set to the chosen version.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN), extend("default" = DEFAULT_ROUTE_HEADER)))]
+    route_header: Option<String>,
+    /// As the top-level versions: the versions of this rollout's service.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSIONS), extend(
+        "prefixItems" = [{ "$ref": "#/$defs/Version", "not": { "anyOf": [
+            { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
+            { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
+        ] } }],
+        "items" = { "$ref": "#/$defs/Version" }
+    )))]
+    versions: Vec<RawVersion>,
+    /// As the top-level override.
+    #[serde(rename = "override")]
+    override_: Option<RawOverride>,
+    /// As the top-level users.
+    #[cfg_attr(feature = "schema", schemars(extend(
+        "propertyNames" = { "minLength": 1, "maxLength": MAX_VERSION_NAME_LEN, "pattern": VERSION_NAME_PATTERN },
+        "default" = {}
+    )))]
+    users: Option<UserLists>,
+    /// As the top-level hash; its own salt reshuffles this rollout's users only.
+    hash: Option<RawHash>,
+    /// As the top-level anonymous.
+    #[cfg_attr(feature = "schema", schemars(extend("default" = "random")))]
+    anonymous: Option<Anonymous>,
+    /// As the top-level guard; it trips for this rollout only.
+    guard: Option<RawGuard>,
+}
+
+impl RawRollout {
+    #[cold]
+    #[inline(never)]
+    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
+        let mut raw = RawRollout {
+            name: String::new(),
+            match_: None,
+            route_header: None,
+            versions: Vec::new(),
+            override_: None,
+            users: None,
+            hash: None,
+            anonymous: None,
+            guard: None,
+        };
+        let fields = [
+            "name",
+            "match",
+            "route_header",
+            "versions",
+            "override",
+            "users",
+            "hash",
+            "anonymous",
+            "guard",
+        ];
+        json.object("struct RawRollout", &fields, 0b1001, &mut |json, field| {
+            match field {
+                0 => raw.name = json.string()?,
+                1 => raw.match_ = json.option(RawMatch::read)?,
+                2 => raw.route_header = json.option(Json::string)?,
+                3 => raw.versions = json.array(RawVersion::read)?,
+                4 => raw.override_ = json.option(RawOverride::read)?,
+                5 => {
+                    raw.users = json
+                        .option(|json| json.map(|json| json.array(Json::string)))?
+                        .map(UserLists)
+                }
+                6 => raw.hash = json.option(RawHash::read)?,
+                7 => raw.anonymous = json.option(read_anonymous)?,
+                _ => raw.guard = json.option(RawGuard::read)?,
+            }
+            Ok(())
+        })?;
+        Ok(raw)
+    }
+}
+
+/// One rollout of a loaded config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// `None` for a config without `rollouts` (one service, no `rollout` tag).
+    pub name: Option<String>,
+    /// Its settings, with the config's metrics_prefix and metrics.
+    pub config: Config,
+}
+
+/// A parsed, validated plugin config: its rollouts, in config order, and the
+/// router that finds a request's rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub rollouts: Vec<Rollout>,
+    /// The rollouts' matches, and the lookup per request.
+    pub router: Router,
+    pub metrics_prefix: String,
+    pub metrics: MetricsConfig,
+    /// murmur3 of the config text: names this config's proxy-wide guard states.
+    pub fingerprint: u32,
+}
+
+impl PluginConfig {
+    /// Parses and validates a plugin config, with or without `rollouts`. On failure
+    /// returns every problem found (a JSON syntax or type error stops at that error;
+    /// semantic checks all run).
+    #[cold]
+    #[inline(never)]
+    pub fn from_json(bytes: &[u8]) -> Result<PluginConfig, Vec<ConfigError>> {
+        let raw = super::read_raw(bytes)?;
+        let fingerprint = crate::bucket::hash_key(b"", bytes);
+        let mut plugin = match raw.rollouts {
+            None => single(raw)?,
+            Some(_) => several(raw)?,
+        };
+        plugin.fingerprint = fingerprint;
+        for rollout in &mut plugin.rollouts {
+            rollout.config.fingerprint = fingerprint;
+        }
+        Ok(plugin)
+    }
+
+    /// True if the config lists `rollouts` (its metrics carry a `rollout` tag).
+    #[inline]
+    pub fn has_rollouts(&self) -> bool {
+        self.rollouts.iter().any(|r| r.name.is_some())
+    }
+
+    /// The index of the rollout with this name.
+    #[inline]
+    pub fn rollout_index(&self, name: &str) -> Option<usize> {
+        self.rollouts
+            .iter()
+            .position(|r| r.name.as_deref() == Some(name))
+    }
+
+    /// The shared-data key of rollout `index`'s proxy-wide guard state: a
+    /// single-service config keeps the key it always had.
+    #[cold]
+    #[inline(never)]
+    pub fn guard_key(&self, index: usize) -> String {
+        match self.rollouts.get(index).and_then(|r| r.name.as_deref()) {
+            None => format!("canary-router/guard/{:08x}", self.fingerprint),
+            Some(name) => format!("canary-router/guard/{:08x}/{name}", self.fingerprint),
+        }
+    }
+
+    /// True if some rollout's weights follow a schedule or some rollout has a
+    /// guard: the config needs a timer.
+    #[inline]
+    pub fn needs_tick(&self) -> bool {
+        self.rollouts
+            .iter()
+            .any(|r| r.config.is_scheduled() || r.config.guard.is_some())
+    }
+}
+
+/// A config without `rollouts`: one service, matched by the top-level `hosts`.
+#[cold]
+#[inline(never)]
+fn single(raw: RawConfig) -> Result<PluginConfig, Vec<ConfigError>> {
+    if raw.versions.is_none() {
+        return Err(vec![ConfigError::new(
+            "",
+            "missing field `versions` (or `rollouts`, for a config of several services)",
+        )]);
+    }
+    let config = validate(raw)?;
+    let matched = Match {
+        hosts: config.hosts.clone(),
+        ..Match::default()
+    };
+    Ok(PluginConfig {
+        router: Router::new(vec![matched]),
+        metrics_prefix: config.metrics_prefix.clone(),
+        metrics: config.metrics,
+        fingerprint: 0,
+        rollouts: vec![Rollout { name: None, config }],
+    })
+}
+
+/// A config with `rollouts`.
+#[cold]
+#[inline(never)]
+fn several(raw: RawConfig) -> Result<PluginConfig, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    // Each per-service field belongs to a rollout once there are rollouts.
+    for (field, given) in [
+        ("route_header", raw.route_header.is_some()),
+        ("versions", raw.versions.is_some()),
+        ("override", raw.override_.is_some()),
+        ("users", raw.users.is_some()),
+        ("hash", raw.hash.is_some()),
+        ("anonymous", raw.anonymous.is_some()),
+        ("guard", raw.guard.is_some()),
+    ] {
+        if given {
+            errors.push(ConfigError::new(
+                field,
+                format!(
+                    "a config with `rollouts` has no top-level `{field}`: move it into a rollout"
+                ),
+            ));
+        }
+    }
+    if raw.hosts.is_some() {
+        errors.push(ConfigError::new(
+            "hosts",
+            "a config with `rollouts` has no top-level `hosts`: move it into a rollout's match.hosts",
+        ));
+    }
+    let metrics_prefix = metrics::validate_metrics_prefix(raw.metrics_prefix, &mut errors);
+    let metrics = metrics::validate_metrics(raw.metrics);
+    let raw_rollouts = raw.rollouts.unwrap_or_default();
+    if raw_rollouts.is_empty() {
+        errors.push(ConfigError::new(
+            "rollouts",
+            "is empty: give at least one rollout, or leave rollouts out for a single service",
+        ));
+    }
+    if raw_rollouts.len() > MAX_ROLLOUTS {
+        errors.push(ConfigError::new(
+            "rollouts",
+            format!(
+                "{} rollouts; at most {MAX_ROLLOUTS} are allowed",
+                raw_rollouts.len()
+            ),
+        ));
+    }
+    let names: Vec<String> = raw_rollouts.iter().map(|r| r.name.clone()).collect();
+    let mut rollouts = Vec::with_capacity(raw_rollouts.len());
+    let mut matches = Vec::with_capacity(raw_rollouts.len());
+    for (i, rollout) in raw_rollouts.into_iter().enumerate() {
+        let at = format!("rollouts[{i}]");
+        let mut inner = Vec::new();
+        if let Some(problem) = names::version_name_problem(&rollout.name) {
+            inner.push(ConfigError::new("name", problem));
+        } else if let Some(first) = names[..i].iter().position(|n| *n == rollout.name) {
+            inner.push(ConfigError::new(
+                "name",
+                format!(
+                    "`{}` is already the name of rollouts[{first}]",
+                    rollout.name
+                ),
+            ));
+        }
+        let matched = validate_match(rollout.match_, &mut inner);
+        // The per-service fields, checked as a single-service config's are; the
+        // metrics settings are the config's, checked once above.
+        let service = RawConfig {
+            route_header: rollout.route_header,
+            versions: Some(rollout.versions),
+            override_: rollout.override_,
+            users: rollout.users,
+            hash: rollout.hash,
+            anonymous: rollout.anonymous,
+            metrics_prefix: None,
+            metrics: None,
+            guard: rollout.guard,
+            hosts: None,
+            rollouts: None,
+        };
+        match validate(service) {
+            Ok(mut config) => {
+                config.metrics_prefix = metrics_prefix.clone();
+                config.metrics = metrics;
+                config.hosts = matched.hosts.clone();
+                rollouts.push(Rollout {
+                    name: Some(rollout.name),
+                    config,
+                });
+            }
+            Err(service_errors) => inner.extend(service_errors),
+        }
+        errors.extend(inner.into_iter().map(|e| e.within(&at)));
+        matches.push(matched);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(PluginConfig {
+        rollouts,
+        router: Router::new(matches),
+        metrics_prefix,
+        metrics,
+        fingerprint: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{serialize_headers, SerializedHeaders};
+
+    const THREE: &str = r#"{
+      "metrics_prefix": "shop",
+      "metrics": { "responses": true },
+      "rollouts": [
+        { "name": "checkout", "match": { "hosts": ["a.example"] },
+          "versions": [ { "name": "stable" }, { "name": "canary", "weight": 10 } ],
+          "hash": { "header": "x-user-id", "salt": "checkout" } },
+        { "name": "api-v2", "match": { "hosts": ["b.example"], "path_prefixes": ["/api/v2/"] },
+          "route_header": "x-api-version",
+          "versions": [ { "name": "v1" }, { "name": "v2", "weight": 50 } ],
+          "hash": { "header": "x-user-id", "salt": "api" },
+          "guard": { "version": "v2", "max_error_rate": 0.1 } },
+        { "name": "ios", "match": { "hosts": ["b.example"],
+            "headers": [ { "name": "X-Client", "exact": "ios" } ] },
+          "versions": [ { "name": "stable" }, { "name": "beta", "weight": 25 } ],
+          "anonymous": "baseline" }
+      ]
+    }"#;
+
+    fn errors_of(json: &str) -> Vec<String> {
+        match PluginConfig::from_json(json.as_bytes()) {
+            Ok(_) => panic!("config was accepted: {json}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn assert_rejected(json: &str, expected: &str) {
+        let errors = errors_of(json);
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "expected an error starting with {expected:?}, got {errors:?}"
+        );
+    }
+
+    /// A rollouts config around one rollout's fields.
+    fn with_rollout(fields: &str) -> String {
+        format!(
+            r#"{{"rollouts":[{{"name":"a","versions":[{{"name":"s"}}]}},{{"name":"b",{fields}}}]}}"#
+        )
+    }
+
+    fn route(plugin: &PluginConfig, pairs: &[(&str, &str)]) -> Option<usize> {
+        let pairs: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        let map = serialize_headers(&pairs);
+        plugin.router.route(&SerializedHeaders::new(&map))
+    }
+
+    #[test]
+    fn each_rollout_is_a_service_config_with_the_global_metrics_settings() {
+        let plugin = PluginConfig::from_json(THREE.as_bytes()).unwrap();
+        assert!(plugin.has_rollouts());
+        let names: Vec<_> = plugin.rollouts.iter().map(|r| r.name.as_deref()).collect();
+        assert_eq!(names, [Some("checkout"), Some("api-v2"), Some("ios")]);
+        for rollout in &plugin.rollouts {
+            assert_eq!(rollout.config.metrics_prefix, "shop");
+            assert!(rollout.config.metrics.responses);
+            assert_eq!(rollout.config.fingerprint, plugin.fingerprint);
+        }
+        let [checkout, api, ios] = &plugin.rollouts[..] else {
+            panic!("three rollouts")
+        };
+        assert_eq!(checkout.config.hash.key_prefix, b"checkout:");
+        assert_eq!(api.config.hash.key_prefix, b"api:");
+        assert_eq!(api.config.route_header, "x-api-version");
+        assert_eq!(
+            checkout.config.route_header,
+            crate::config::DEFAULT_ROUTE_HEADER
+        );
+        assert_eq!(api.config.weights_at(0), [5000, 5000]);
+        assert!(api.config.guard.is_some() && checkout.config.guard.is_none());
+        assert_eq!(ios.config.anonymous, Anonymous::Baseline);
+        assert_eq!(
+            ios.config.hosts,
+            plugin.router.matches()[2].hosts,
+            "a rollout's config names the hosts of its match"
+        );
+        assert_eq!(plugin.router.matches()[2].headers[0].name, "x-client");
+        assert_eq!(plugin.rollout_index("ios"), Some(2));
+        assert_eq!(plugin.rollout_index("nope"), None);
+        assert!(plugin.needs_tick());
+
+        let at = |host: &str, path: &str, extra: &[(&str, &str)]| {
+            let mut pairs = vec![(":authority", host), (":path", path)];
+            pairs.extend_from_slice(extra);
+            route(&plugin, &pairs)
+        };
+        assert_eq!(at("a.example", "/anything", &[]), Some(0));
+        assert_eq!(
+            at(
+                "b.example:8443",
+                "/api/v2/items?x=1",
+                &[("x-client", "ios")]
+            ),
+            Some(1)
+        );
+        assert_eq!(at("b.example", "/home", &[("x-client", "ios")]), Some(2));
+        assert_eq!(at("b.example", "/home", &[("x-client", "android")]), None);
+        assert_eq!(at("c.example", "/api/v2/", &[("x-client", "ios")]), None);
+    }
+
+    #[test]
+    fn a_single_service_config_is_one_unnamed_rollout_as_before() {
+        let json =
+            r#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"hosts":["myapp"]}"#;
+        let plugin = PluginConfig::from_json(json.as_bytes()).unwrap();
+        assert!(!plugin.has_rollouts());
+        assert_eq!(plugin.rollouts.len(), 1);
+        assert_eq!(plugin.rollouts[0].name, None);
+        let config = Config::from_json(json.as_bytes()).unwrap();
+        assert_eq!(plugin.rollouts[0].config, config);
+        assert_eq!(
+            plugin.fingerprint,
+            crate::bucket::hash_key(b"", json.as_bytes())
+        );
+        assert_eq!(route(&plugin, &[(":authority", "MYAPP:80")]), Some(0));
+        assert_eq!(route(&plugin, &[(":authority", "other")]), None);
+        assert_eq!(route(&plugin, &[]), None);
+        assert_eq!(
+            plugin.guard_key(0),
+            format!("canary-router/guard/{:08x}", plugin.fingerprint)
+        );
+        assert!(!plugin.needs_tick());
+
+        let everyone = PluginConfig::from_json(br#"{"versions":[{"name":"s"}]}"#).unwrap();
+        assert_eq!(route(&everyone, &[]), Some(0));
+
+        // A config of several services is not one Config.
+        assert_eq!(
+            Config::from_json(THREE.as_bytes())
+                .unwrap_err()
+                .iter()
+                .map(|e| e.field.as_str())
+                .collect::<Vec<_>>(),
+            ["rollouts"]
+        );
+    }
+
+    #[test]
+    fn each_rollout_has_its_own_guard_key() {
+        let plugin = PluginConfig::from_json(THREE.as_bytes()).unwrap();
+        let keys: Vec<String> = (0..3).map(|i| plugin.guard_key(i)).collect();
+        let fp = format!("{:08x}", plugin.fingerprint);
+        assert_eq!(
+            keys,
+            [
+                format!("canary-router/guard/{fp}/checkout"),
+                format!("canary-router/guard/{fp}/api-v2"),
+                format!("canary-router/guard/{fp}/ios"),
+            ]
+        );
+    }
+
+    #[test]
+    fn per_service_fields_at_the_top_level_are_named_and_sent_into_a_rollout() {
+        let errors = errors_of(
+            r#"{"versions":[{"name":"s"}],"hash":{"header":"u"},"hosts":["a"],"route_header":"x-v","guard":null,
+                "rollouts":[{"name":"a","versions":[{"name":"s"}]}]}"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                "route_header: a config with `rollouts` has no top-level `route_header`: move it into a rollout",
+                "versions: a config with `rollouts` has no top-level `versions`: move it into a rollout",
+                "hash: a config with `rollouts` has no top-level `hash`: move it into a rollout",
+                "hosts: a config with `rollouts` has no top-level `hosts`: move it into a rollout's match.hosts",
+            ]
+        );
+        assert_eq!(
+            errors_of(r#"{"metrics_prefix":"shop"}"#),
+            ["missing field `versions` (or `rollouts`, for a config of several services)"]
+        );
+        // `rollouts: null` is no rollouts, as every other null.
+        assert!(PluginConfig::from_json(br#"{"versions":[{"name":"s"}],"rollouts":null}"#).is_ok());
+    }
+
+    #[test]
+    fn rollout_lists_and_names_are_checked() {
+        assert_rejected(r#"{"rollouts":[]}"#, "rollouts: is empty");
+        assert_rejected(
+            r#"{"rollouts":[{"name":"a","versions":[{"name":"s"}]},{"name":"a","versions":[{"name":"s"}]}]}"#,
+            "rollouts[1].name: `a` is already the name of rollouts[0]",
+        );
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s"}],"name":"has space""#)
+                .replace(r#""name":"b","#, ""),
+            "rollouts[1].name: `has space` has characters outside [A-Za-z0-9._-]",
+        );
+        assert_rejected(
+            r#"{"rollouts":[{"name":"","versions":[{"name":"s"}]}]}"#,
+            "rollouts[0].name: must not be empty",
+        );
+        let many: Vec<String> = (0..=MAX_ROLLOUTS)
+            .map(|i| format!(r#"{{"name":"r{i}","versions":[{{"name":"s"}}]}}"#))
+            .collect();
+        assert_rejected(
+            &format!(r#"{{"rollouts":[{}]}}"#, many.join(",")),
+            "rollouts: 1001 rollouts; at most 1000 are allowed",
+        );
+        let most: Vec<String> = (0..MAX_ROLLOUTS)
+            .map(|i| {
+                format!(
+                    r#"{{"name":"r{i}","match":{{"hosts":["h{i}.example","*.w{i}.example"]}},"versions":[{{"name":"s"}},{{"name":"c","weight":1}}]}}"#
+                )
+            })
+            .collect();
+        let plugin =
+            PluginConfig::from_json(format!(r#"{{"rollouts":[{}]}}"#, most.join(",")).as_bytes())
+                .unwrap();
+        assert_eq!(route(&plugin, &[(":authority", "h999.example")]), Some(999));
+        assert_eq!(route(&plugin, &[(":authority", "x.w7.example")]), Some(7));
+    }
+
+    #[test]
+    fn errors_inside_a_rollout_name_it_by_index() {
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s s"}]"#),
+            "rollouts[1].versions[0].name: `s s` has characters outside",
+        );
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s"}],"users":{"c":["x"]},"hash":{"header":"u"}"#),
+            "rollouts[1].users.c: no version is named `c`",
+        );
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s"}],"hash":{"header":"x-canary-version"}"#),
+            "rollouts[1].hash.header: `x-canary-version` is the route_header",
+        );
+        // Parse errors name the field through the rollout too.
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s","weight":"5"}]"#),
+            "rollouts[1].versions[0].weight: invalid type: string \"5\", expected f64",
+        );
+        assert_rejected(
+            &with_rollout(r#""versions":7"#),
+            "rollouts[1].versions: invalid type",
+        );
+        assert_rejected(
+            r#"{"rollouts":[{"versions":[{"name":"s"}]}]}"#,
+            "rollouts[0]: missing field `name`",
+        );
+        assert_rejected(
+            r#"{"rollouts":[{"name":"a"}]}"#,
+            "rollouts[0]: missing field `versions`",
+        );
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s"}],"metrics_prefix":"x""#),
+            "rollouts[1].metrics_prefix: unknown field `metrics_prefix`",
+        );
+        assert_rejected(
+            &with_rollout(r#""versions":[{"name":"s"}],"hosts":["a"]"#),
+            "rollouts[1].hosts: unknown field `hosts`",
+        );
+    }
+
+    #[test]
+    fn match_errors_name_their_field() {
+        let rejected = |matched: &str, expected: &str| {
+            assert_rejected(
+                &with_rollout(&format!(r#""versions":[{{"name":"s"}}],"match":{matched}"#)),
+                expected,
+            )
+        };
+        rejected(
+            r#"{"hosts":["a","a:80"]}"#,
+            "rollouts[1].match.hosts[1]: `a:80` has a port",
+        );
+        rejected(r#"{"hosts":[]}"#, "rollouts[1].match.hosts: is empty");
+        rejected(
+            r#"{"path_prefixes":["api"]}"#,
+            "rollouts[1].match.path_prefixes[0]: `api` does not start with `/`",
+        );
+        rejected(
+            r#"{"path_prefixes":["/a","/b c"]}"#,
+            "rollouts[1].match.path_prefixes[1]: `/b c` has a character outside visible ASCII",
+        );
+        rejected(
+            r#"{"path_prefixes":["/a","/a"]}"#,
+            "rollouts[1].match.path_prefixes[1]: `/a` is already listed as path_prefixes[0]",
+        );
+        rejected(
+            r#"{"path_prefixes":[]}"#,
+            "rollouts[1].match.path_prefixes: is empty",
+        );
+        rejected(
+            r#"{"headers":[{"name":"x-a","exact":"1"},{"name":"x-b","prefix":""}]}"#,
+            "rollouts[1].match.headers[1].prefix: is empty, which every value meets",
+        );
+        rejected(
+            r#"{"headers":[{"name":"x a","present":true}]}"#,
+            "rollouts[1].match.headers[0].name: `x a` is not an HTTP header name",
+        );
+        rejected(
+            r#"{"headers":[{"name":"x","exact":"1","suffix":"2"}]}"#,
+            "rollouts[1].match.headers[0]: gives exact and suffix: give exactly one of",
+        );
+        rejected(
+            r#"{"headers":[{"name":"x"}]}"#,
+            "rollouts[1].match.headers[0]: gives no test",
+        );
+        rejected(
+            r#"{"headers":[{"name":"x","suffix":"a\nb"}]}"#,
+            "rollouts[1].match.headers[0].suffix: `a\\nb` holds a NUL, CR or LF",
+        );
+        rejected(r#"{"headers":[]}"#, "rollouts[1].match.headers: is empty");
+        rejected(
+            r#"{"headers":[{"name":"x","present":"yes"}]}"#,
+            "rollouts[1].match.headers[0].present: invalid type: string \"yes\", expected a boolean",
+        );
+        rejected(
+            r#"{"paths":["/"]}"#,
+            "rollouts[1].match.paths: unknown field `paths`, expected one of `hosts`, `path_prefixes`, `headers`",
+        );
+        let many: Vec<String> = (0..17)
+            .map(|i| format!(r#"{{"name":"x{i}","present":true}}"#))
+            .collect();
+        rejected(
+            &format!(r#"{{"headers":[{}]}}"#, many.join(",")),
+            "rollouts[1].match.headers: 17 conditions; at most 16 are allowed",
+        );
+    }
+
+    #[test]
+    fn an_empty_match_matches_every_request() {
+        let plugin = PluginConfig::from_json(
+            with_rollout(r#""versions":[{"name":"s"}],"match":{}"#).as_bytes(),
+        )
+        .unwrap();
+        assert!(plugin.router.matches().iter().all(Match::is_empty));
+        assert_eq!(route(&plugin, &[]), Some(0));
+    }
+}
