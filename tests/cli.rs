@@ -10,7 +10,7 @@
 
 mod cli_support;
 
-use canary_router::config::{Config, ConfigError};
+use canary_router::config::{ConfigError, PluginConfig};
 use cli_support::{
     code, filter_input, fixtures, is_yaml, name, repo_root, run, stderr, stdout, without_position,
 };
@@ -20,15 +20,15 @@ use std::fs;
 
 /// What the filter does with its configuration bytes in `on_configure`: no bytes
 /// at all are refused by the host layer itself, anything else goes to
-/// `Config::from_json`.
-fn filter_parse(json: &[u8]) -> Result<Config, Vec<ConfigError>> {
+/// `PluginConfig::from_json`.
+fn filter_parse(json: &[u8]) -> Result<PluginConfig, Vec<ConfigError>> {
     if json.is_empty() {
         return Err(vec![ConfigError {
             field: String::new(),
             message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
         }]);
     }
-    Config::from_json(json)
+    PluginConfig::from_json(json)
 }
 
 /// Whole-document problems, which have no field to name.
@@ -289,11 +289,41 @@ fn readme_fields() -> BTreeMap<String, String> {
     rows
 }
 
+/// The per-service fields, which a rollout holds as the top level of a
+/// single-service config does.
+const PER_SERVICE: [&str; 7] = [
+    "route_header",
+    "versions",
+    "override",
+    "users",
+    "hash",
+    "anonymous",
+    "guard",
+];
+
 #[test]
 fn the_readme_documents_every_field_of_the_schema_and_no_other() {
     let schema = committed_schema();
     let mut fields = BTreeMap::new();
     schema_fields(&schema, &schema, "", &mut fields);
+    // Inside a rollout, what lies below a per-service field (`rollouts[].versions[].name`)
+    // is documented once, by the top-level row (`versions[].name`); the rollout's own
+    // fields (`rollouts[].versions`, `rollouts[].match.hosts`) have rows of their own.
+    fields.retain(|path, _| {
+        let Some(inner) = path.strip_prefix("rollouts[].") else {
+            return true;
+        };
+        let top = inner.split(['.', '[']).next().unwrap_or_default();
+        let below = inner.len() > top.len();
+        if below && PER_SERVICE.contains(&top) {
+            assert!(
+                schema["properties"].get(top).is_some(),
+                "{path}: rollouts[].{top} is documented by the top-level {top}, which the schema lacks"
+            );
+            return false;
+        }
+        true
+    });
     let documented = readme_fields();
     let in_schema: BTreeSet<&String> = fields.keys().collect();
     let in_readme: BTreeSet<&String> = documented.keys().collect();
@@ -343,7 +373,30 @@ fn the_schema_reflects_the_parsers_rules() {
             );
         }
     }
-    assert_eq!(schema["required"], serde_json::json!(["versions"]));
+    // One service (versions) or several (rollouts), never both.
+    assert_eq!(schema.get("required"), None);
+    let one_of: Vec<&Value> = schema["oneOf"]
+        .as_array()
+        .expect("oneOf")
+        .iter()
+        .map(|s| &s["required"])
+        .collect();
+    assert_eq!(
+        one_of,
+        [
+            &serde_json::json!(["versions"]),
+            &serde_json::json!(["rollouts"])
+        ]
+    );
+    let rollouts = &schema["properties"]["rollouts"];
+    assert_eq!(
+        (&rollouts["minItems"], &rollouts["maxItems"]),
+        (&Value::from(1), &Value::from(1000))
+    );
+    assert_eq!(
+        defs["Rollout"]["required"],
+        serde_json::json!(["name", "versions"])
+    );
     let versions = &schema["properties"]["versions"];
     assert_eq!(
         (&versions["minItems"], &versions["maxItems"]),
@@ -388,8 +441,9 @@ fn the_schema_reflects_the_parsers_rules() {
 /// Bad fixtures whose only problems are ones JSON Schema cannot express (sums,
 /// cross-references, weights in whole buckets): the schema accepts them, `validate`
 /// does not.
-const SCHEMA_CANNOT_TELL: [&str; 4] = [
+const SCHEMA_CANNOT_TELL: [&str; 5] = [
     "route-header-as-input.json",
+    "rollouts-duplicate-names.yaml",
     "users-errors.yaml",
     "weight-precision.yaml",
     "weights-above-100-in-total.json",

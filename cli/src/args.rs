@@ -66,10 +66,12 @@ Invalid: exit 1 and every problem on standard error, one per line, each as
     #[command(
         help_template = COMMAND_TEMPLATE,
         long_about = "Which version a request gets, for which reason, and its bucket.\n\n\
-Describes the request with headers and cookies, runs the filter's decision on it and
-prints the version (the value the filter writes into the route header), the reason
-(the `reason` metric label: override, user_list, hash, random, baseline, guard), the
-bucket when a bucket decided, and why."
+Describes the request with its host, path, headers and cookies, finds its rollout
+as the filter does (the first whose match holds; a request that matches none passes
+untouched), runs the filter's decision on it and prints the rollout (for a config
+with rollouts), the version (the value the filter writes into the route header), the
+reason (the `reason` metric label: override, user_list, hash, random, baseline,
+guard), the bucket when a bucket decided, and why."
     )]
     Explain(Explain),
     /// The split over N synthetic users and N anonymous requests, by version and reason,
@@ -127,6 +129,14 @@ pub struct Common {
 pub struct Explain {
     #[command(flatten)]
     pub common: Common,
+    /// The request's host (`:authority`, port allowed), which `hosts` and
+    /// rollouts' match.hosts are matched against
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The request's path (`:path`, query included), which rollouts'
+    /// match.path_prefixes are matched against
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
     /// A request header (repeatable; also `NAME: VALUE`). Names are case-insensitive;
     /// with repeated names the first counts, as in the filter
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = header)]
@@ -154,6 +164,9 @@ pub struct Explain {
 pub struct Simulate {
     #[command(flatten)]
     pub common: Common,
+    /// The rollout to simulate, by name: required when the config has several
+    #[arg(long, value_name = "NAME")]
+    pub rollout: Option<String>,
     /// Synthetic user IDs (0 for none)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SIMULATED_USERS,
           value_parser = clap::value_parser!(u64).range(..=MAX_SIMULATED))]
@@ -309,6 +322,8 @@ mod tests {
             parse_str("explain -- --odd-name.json").unwrap(),
             Command::Explain(Explain {
                 common: common("--odd-name.json"),
+                host: None,
+                path: None,
                 headers: vec![],
                 cookies: vec![],
                 source: None,

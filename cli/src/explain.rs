@@ -2,10 +2,11 @@
 //! went. The decision is `decide`'s; the text around it only describes the inputs.
 
 use crate::args::Explain;
+use crate::rollouts::{match_json, match_text};
 use crate::time::format_rfc3339;
 use crate::validate::percent;
 use crate::{load, print, Failure};
-use canary_router::config::{Config, Split};
+use canary_router::config::{Config, PluginConfig, Split};
 use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
 use canary_router::grpc::is_grpc_content_type;
 use canary_router::pick::decide_pick;
@@ -13,17 +14,28 @@ use canary_router::request::{serialize_headers, KnownSource, RequestFacts, Seria
 use canary_router::trust::token_matches;
 use serde_json::json;
 
-/// The header map: the headers in order, then one `cookie` header with the cookies.
-pub fn header_map(headers: &[(String, String)], cookies: &[(String, String)]) -> Vec<u8> {
+/// The header map: `--host` and `--path` as `:authority` and `:path` (pseudo-headers
+/// come first, as Envoy orders them), the headers in order, then one `cookie` header
+/// with the cookies.
+pub fn header_map(
+    host: Option<&str>,
+    path: Option<&str>,
+    headers: &[(String, String)],
+    cookies: &[(String, String)],
+) -> Vec<u8> {
     let cookie_header = cookies
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let mut pairs: Vec<(&[u8], &[u8])> = headers
-        .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-        .collect();
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(host) = host {
+        pairs.push((b":authority", host.as_bytes()));
+    }
+    if let Some(path) = path {
+        pairs.push((b":path", path.as_bytes()));
+    }
+    pairs.extend(headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     if !cookies.is_empty() {
         pairs.push((b"cookie", cookie_header.as_bytes()));
     }
@@ -32,17 +44,28 @@ pub fn header_map(headers: &[(String, String)], cookies: &[(String, String)]) ->
 
 pub fn run(options: &Explain) -> Result<(), Failure> {
     let loaded = load(&options.common, "explain")?;
-    let config = &loaded.config;
-    let bytes = header_map(&options.headers, &options.cookies);
+    let plugin = &loaded.plugin;
+    let bytes = header_map(
+        options.host.as_deref(),
+        options.path.as_deref(),
+        &options.headers,
+        &options.cookies,
+    );
     let request = KnownSource {
         headers: SerializedHeaders::new(&bytes),
         source: options.source,
     };
-    if let Some(hosts) = &config.hosts {
-        if !hosts.admits(request.header(":authority")) {
-            return untouched(options, config, request.header(":authority"));
-        }
-    }
+    // The filter's own router: the first rollout whose match holds.
+    let Some(index) = plugin.router.route(&request) else {
+        return untouched(options, plugin, &request);
+    };
+    let rollout = &plugin.rollouts[index];
+    let config = &rollout.config;
+    // Which rollout, for a config with rollouts: (name, its match).
+    let named = rollout
+        .name
+        .as_deref()
+        .map(|name| (name, &plugin.router.matches()[index]));
     let routing = Routing {
         split: config.split_at(loaded.now_ms),
         guard_tripped: options.guard_tripped,
@@ -109,6 +132,10 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
                 fields.extend(extra.clone());
             }
         }
+        if let Some((name, matched)) = named {
+            out["rollout"] = json!(name);
+            out["match"] = match_json(matched);
+        }
         print(&format!("{out}\n"));
         return Ok(());
     }
@@ -116,10 +143,17 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         .as_ref()
         .and_then(|e| e.version_line.clone())
         .unwrap_or_else(|| version.to_string());
-    let mut out = format!(
+    let mut out = match named {
+        Some((name, matched)) => format!(
+            "rollout: {name} (the first whose match holds: {})\n",
+            match_text(matched)
+        ),
+        None => String::new(),
+    };
+    out.push_str(&format!(
         "version: {shown}\nreason:  {}\n",
         assignment.reason.as_str()
-    );
+    ));
     if let Some(bucket) = assignment.bucket {
         out.push_str(&format!("bucket:  {bucket} of {}\n", config.buckets));
     }
@@ -159,23 +193,45 @@ fn pick_why(why: String, assignment: &Assignment, unguarded: &Assignment) -> Str
     }
 }
 
-/// A request for another host than the config's `hosts`: the filter leaves it alone.
-fn untouched(options: &Explain, config: &Config, authority: Option<&[u8]>) -> Result<(), Failure> {
-    let why = match authority {
-        Some(a) => format!(
+/// A request no rollout matches (for a single service: another host than its
+/// `hosts`): the filter leaves it alone.
+fn untouched(
+    options: &Explain,
+    plugin: &PluginConfig,
+    request: &KnownSource,
+) -> Result<(), Failure> {
+    let authority = request.header(":authority");
+    let why = match (plugin.has_rollouts(), authority) {
+        (false, Some(a)) => format!(
             ":authority {} matches no entry of hosts: the filter passes the request on untouched (no header written or removed, not counted, not seen by the guard)",
             quoted(a)
         ),
-        None => "the request has no :authority (give --header :authority=HOST) and the config lists hosts: the filter passes it on untouched".to_string(),
+        (false, None) => "the request has no :authority (give --host HOST) and the config lists hosts: the filter passes it on untouched".to_string(),
+        (true, _) => {
+            let what = |name: &str| {
+                request
+                    .header(name)
+                    .map_or(format!("no {name}"), |v| format!("{name} {}", quoted(v)))
+            };
+            format!(
+                "{}, {}: no rollout's match holds, so the filter passes the request on untouched (no header written or removed, not counted, not seen by any guard)",
+                what(":authority"),
+                what(":path")
+            )
+        }
     };
     if options.common.json {
-        let out = json!({
+        let mut out = json!({
             "version": null,
             "reason": null,
             "untouched": true,
-            "route_header": config.route_header,
             "why": why,
         });
+        if plugin.has_rollouts() {
+            out["rollout"] = json!(null);
+        } else {
+            out["route_header"] = json!(plugin.rollouts[0].config.route_header);
+        }
         print(&format!("{out}\n"));
     } else {
         print(&format!("version: none (untouched)\nwhy:     {why}\n"));

@@ -2,10 +2,11 @@
 //! version and reason, against the shares the config promises.
 
 use crate::args::Simulate;
+use crate::rollouts::match_text;
 use crate::time::format_rfc3339;
 use crate::validate::percent;
 use crate::{load, print, Failure};
-use canary_router::config::{Anonymous, Config};
+use canary_router::config::{Anonymous, Config, PluginConfig, Rollout};
 use canary_router::decide::{decide, Reason, Rng, Routing};
 use canary_router::request::KnownSource;
 use canary_router::request::{serialize_headers, SerializedHeaders};
@@ -60,7 +61,8 @@ enum IdPlace {
 
 pub fn run(options: &Simulate) -> Result<(), Failure> {
     let loaded = load(&options.common, "simulate")?;
-    let config = &loaded.config;
+    let rollout = crate::rollouts::chosen(&loaded.plugin, options.rollout.as_deref(), "simulate")?;
+    let config = &rollout.config;
     let routing = Routing {
         split: config.split_at(loaded.now_ms),
         guard_tripped: options.guard_tripped,
@@ -76,7 +78,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
                 command: Some("simulate"),
             }));
         };
-        print(&crate::pick::simulate(
+        let out = crate::pick::simulate(
             config,
             pick,
             &routing,
@@ -84,6 +86,12 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
             options.users,
             options.anonymous.unwrap_or(options.users),
             options.seed.unwrap_or(1),
+            options.common.json,
+        );
+        print(&with_rollout(
+            out,
+            &loaded.plugin,
+            rollout,
             options.common.json,
         ));
         return Ok(());
@@ -202,7 +210,12 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
             },
             "versions": versions,
         });
-        print(&format!("{out}\n"));
+        print(&with_rollout(
+            format!("{out}\n"),
+            &loaded.plugin,
+            rollout,
+            true,
+        ));
         return Ok(());
     }
 
@@ -316,8 +329,31 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
             ));
         }
     }
-    print(&out);
+    print(&with_rollout(out, &loaded.plugin, rollout, false));
     Ok(())
+}
+
+/// For a config with rollouts, says which one was simulated: a first line, or a
+/// `rollout` field in the JSON.
+fn with_rollout(out: String, plugin: &PluginConfig, rollout: &Rollout, json: bool) -> String {
+    let Some(name) = rollout.name.as_deref() else {
+        return out;
+    };
+    let matched = plugin
+        .rollout_index(name)
+        .and_then(|i| plugin.router.matches().get(i));
+    if json {
+        match serde_json::from_str::<Value>(&out) {
+            Ok(mut value) => {
+                value["rollout"] = json!(name);
+                format!("{value}\n")
+            }
+            Err(_) => out,
+        }
+    } else {
+        let what = matched.map_or(String::new(), |m| format!(" ({})", match_text(m)));
+        format!("rollout:   {name}{what}\n{out}")
+    }
 }
 
 /// `canary 2, stable 1`: how many user IDs the config lists per version.
