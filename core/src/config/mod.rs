@@ -243,10 +243,12 @@ fn read_raw(bytes: &[u8]) -> Result<RawConfig, Vec<ConfigError>> {
     // serde would also read a struct from an array; say plainly what is expected.
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
-        Some(_) => return Err(vec![ConfigError::new(
+        Some(_) => {
+            return Err(vec![ConfigError::new(
             "",
             "the config must be a JSON object, such as {\"versions\": [{\"name\": \"stable\"}]}",
-        )]),
+        )])
+        }
         None => return Err(vec![ConfigError::new("", "the config is empty")]),
     }
     let mut json = Json::new(bytes);
