@@ -177,7 +177,7 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
             .trim()
             .trim_end_matches('#')
             .trim_end();
-        let base = slug(&title);
+        let base = slug(title);
         let n = seen.entry(base.clone()).or_insert(0);
         let anchor = if *n == 0 {
             base.clone()
