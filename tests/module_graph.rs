@@ -16,8 +16,8 @@ fn import_circles(root: &Path) -> (bool, String) {
         .arg(root)
         .output()
         .expect("python3 runs tools/import_circles.py");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -49,7 +49,11 @@ fn a_circle_through_a_parent_module_is_found() {
     // config/mod.rs declares hash; hash imports pick; pick imports config back.
     fs::write(src.join("config/mod.rs"), "mod hash;\npub struct Config;\n").unwrap();
     fs::write(src.join("config/hash.rs"), "use crate::pick::Limit;\n").unwrap();
-    fs::write(src.join("pick.rs"), "use crate::config::Config;\npub struct Limit;\n").unwrap();
+    fs::write(
+        src.join("pick.rs"),
+        "use crate::config::Config;\npub struct Limit;\n",
+    )
+    .unwrap();
     let (ok, report) = import_circles(&dir);
     fs::remove_dir_all(&dir).unwrap();
     assert!(!ok, "the circle was not found:\n{report}");
