@@ -10,7 +10,7 @@
 //! A single-service config keeps the names it always had, without the tag. The
 //! config health series are the proxy's, never a rollout's: no tag.
 
-use crate::config::Config;
+use crate::config::{Config, WEIGHTED_VERSION};
 use crate::decide::Reason;
 use crate::grpc::{GrpcCode, CODE_NAMES};
 
@@ -115,7 +115,7 @@ pub struct MetricTable {
     weights: Vec<u32>,
     guard_tripped: Option<u32>,
     /// Pick mode: decisions the route's weights make, per reason, under the version
-    /// label [`crate::pick::WEIGHTED_VERSION`].
+    /// label [`WEIGHTED_VERSION`].
     weighted: Vec<u32>,
 }
 
@@ -198,7 +198,7 @@ impl MetricTable {
         }
         if config.hash.pick.is_some() {
             for reason in WEIGHTED_REASONS {
-                let name = requests_total_name(prefix, crate::pick::WEIGHTED_VERSION, reason);
+                let name = requests_total_name(prefix, WEIGHTED_VERSION, reason);
                 table
                     .weighted
                     .push(sink.define(MetricKind::Counter, &name)?);

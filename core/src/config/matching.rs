@@ -25,7 +25,7 @@ pub(super) struct RawMatch {
     /// The hosts, matched against the request's `:authority` as the top-level
     /// `hosts` is: without the port, ignoring case; `*.example.com` matches every
     /// subdomain (not example.com itself). Absent: any host.
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = super::MAX_HOSTS), inner(length(max = 253), regex(pattern = super::hosts::HOST_PATTERN))))]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = super::hosts::MAX_HOSTS), inner(length(max = 253), regex(pattern = super::hosts::HOST_PATTERN))))]
     hosts: Option<Vec<String>>,
     /// `:path` starts with one of these, as Envoy passes it on: case-sensitive, the
     /// query string included. Each starts with `/`. Absent: any path.

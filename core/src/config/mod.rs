@@ -10,6 +10,7 @@
 //! (`rollouts`, [`PluginConfig`]) holds one [`Config`] per rollout (rollouts.rs,
 //! with each rollout's `match` in matching.rs).
 
+mod anonymous;
 mod error;
 mod guard;
 mod hash;
@@ -19,6 +20,7 @@ mod matching;
 mod metrics;
 mod names;
 mod overrides;
+mod pick;
 mod rollouts;
 mod schedule;
 #[cfg(test)]
@@ -27,23 +29,27 @@ mod users;
 mod versions;
 
 // The public API, as it was when this was one file.
+pub use self::anonymous::Anonymous;
 pub use self::error::ConfigError;
 pub use self::guard::{DEFAULT_GUARD_HOLD_MS, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS};
 pub use self::hash::{HashConfig, ALLOWED_BUCKETS, DEFAULT_BUCKETS};
 pub use self::hosts::MAX_HOSTS;
 pub use self::matching::{MAX_HEADER_CONDITIONS, MAX_PATH_PREFIXES};
 pub use self::metrics::{MetricsConfig, DEFAULT_METRICS_PREFIX};
-pub use self::names::MAX_VERSION_NAME_LEN;
+pub use self::names::{DEFAULT_ROUTE_HEADER, MAX_VERSION_NAME_LEN};
 pub use self::overrides::{OverrideConfig, TokenConfig, MAX_TOKEN_VALUES, MIN_TOKEN_LEN};
-pub use self::rollouts::{PluginConfig, Rollout, MAX_ROLLOUTS};
+pub use self::pick::{PickConfig, DEFAULT_PICK_TOTAL, MAX_PICK_TOTAL, WEIGHTED_VERSION};
+pub use self::rollouts::MAX_ROLLOUTS;
 pub use self::users::UserIndex;
 pub use self::versions::{Split, Version, Weight, MAX_VERSIONS};
 pub use crate::hosts::Hosts;
 pub use crate::units::{format_basis_points, weight_to_basis_points, FULL_WEIGHT_BASIS_POINTS};
 
+use self::anonymous::read_anonymous;
 use self::guard::RawGuard;
 use self::hash::RawHash;
 use self::json::Json;
+use self::matching::validate_match;
 use self::metrics::RawMetrics;
 use self::names::checked_header_name;
 #[cfg(feature = "schema")]
@@ -53,21 +59,8 @@ use self::rollouts::RawRollout;
 use self::users::UserLists;
 use self::versions::RawVersion;
 use crate::guard::GuardConfig;
+use crate::router::{Match, Router};
 use serde::Deserialize;
-
-pub const DEFAULT_ROUTE_HEADER: &str = "x-canary-version";
-
-/// What to do with a request that carries no user ID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Anonymous {
-    /// Draw each request independently by the weights.
-    #[default]
-    Random,
-    /// Send it to the first (baseline) version.
-    Baseline,
-}
 
 // ---- The JSON as written (serde types) ------------------------------------------
 //
@@ -220,19 +213,6 @@ impl RawConfig {
         })?;
         Ok(raw)
     }
-}
-
-/// `anonymous`, at the top level or in a rollout.
-#[cold]
-#[inline(never)]
-fn read_anonymous(json: &mut Json) -> json::Result<Anonymous> {
-    json.unit_enum(&["random", "baseline"]).map(|i| {
-        if i == 0 {
-            Anonymous::Random
-        } else {
-            Anonymous::Baseline
-        }
-    })
 }
 
 /// Reads the config's JSON into its written form; a syntax or type error is the
@@ -440,6 +420,217 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         metrics: metrics::validate_metrics(raw.metrics),
         guard,
         hosts,
+        fingerprint: 0,
+    })
+}
+
+// ---- Several services: rollouts ----------------------------------------------------
+
+/// One rollout of a loaded config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// `None` for a config without `rollouts` (one service, no `rollout` tag).
+    pub name: Option<String>,
+    /// Its settings, with the config's metrics_prefix and metrics.
+    pub config: Config,
+}
+
+/// A parsed, validated plugin config: its rollouts, in config order, and the
+/// router that finds a request's rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub rollouts: Vec<Rollout>,
+    /// The rollouts' matches, and the lookup per request.
+    pub router: Router,
+    pub metrics_prefix: String,
+    pub metrics: MetricsConfig,
+    /// murmur3 of the config text: names this config's proxy-wide guard states.
+    pub fingerprint: u32,
+}
+
+impl PluginConfig {
+    /// Parses and validates a plugin config, with or without `rollouts`. On failure
+    /// returns every problem found (a JSON syntax or type error stops at that error;
+    /// semantic checks all run).
+    #[cold]
+    #[inline(never)]
+    pub fn from_json(bytes: &[u8]) -> Result<PluginConfig, Vec<ConfigError>> {
+        let raw = read_raw(bytes)?;
+        let fingerprint = crate::bucket::hash_key(b"", bytes);
+        let mut plugin = match raw.rollouts {
+            None => single(raw)?,
+            Some(_) => several(raw)?,
+        };
+        plugin.fingerprint = fingerprint;
+        for rollout in &mut plugin.rollouts {
+            rollout.config.fingerprint = fingerprint;
+        }
+        Ok(plugin)
+    }
+
+    /// True if the config lists `rollouts` (its metrics carry a `rollout` tag).
+    #[inline]
+    pub fn has_rollouts(&self) -> bool {
+        self.rollouts.iter().any(|r| r.name.is_some())
+    }
+
+    /// The index of the rollout with this name.
+    #[inline]
+    pub fn rollout_index(&self, name: &str) -> Option<usize> {
+        self.rollouts
+            .iter()
+            .position(|r| r.name.as_deref() == Some(name))
+    }
+
+    /// The shared-data key of rollout `index`'s proxy-wide guard state: a
+    /// single-service config keeps the key it always had.
+    #[cold]
+    #[inline(never)]
+    pub fn guard_key(&self, index: usize) -> String {
+        match self.rollouts.get(index).and_then(|r| r.name.as_deref()) {
+            None => format!("canary-router/guard/{:08x}", self.fingerprint),
+            Some(name) => format!("canary-router/guard/{:08x}/{name}", self.fingerprint),
+        }
+    }
+
+    /// True if some rollout's weights follow a schedule or some rollout has a
+    /// guard: the config needs a timer.
+    #[inline]
+    pub fn needs_tick(&self) -> bool {
+        self.rollouts
+            .iter()
+            .any(|r| r.config.is_scheduled() || r.config.guard.is_some())
+    }
+}
+
+/// A config without `rollouts`: one service, matched by the top-level `hosts`.
+#[cold]
+#[inline(never)]
+fn single(raw: RawConfig) -> Result<PluginConfig, Vec<ConfigError>> {
+    if raw.versions.is_none() {
+        return Err(vec![ConfigError::new(
+            "",
+            "missing field `versions` (or `rollouts`, for a config of several services)",
+        )]);
+    }
+    let config = validate(raw)?;
+    let matched = Match {
+        hosts: config.hosts.clone(),
+        ..Match::default()
+    };
+    Ok(PluginConfig {
+        router: Router::new(vec![matched]),
+        metrics_prefix: config.metrics_prefix.clone(),
+        metrics: config.metrics,
+        fingerprint: 0,
+        rollouts: vec![Rollout { name: None, config }],
+    })
+}
+
+/// A config with `rollouts`.
+#[cold]
+#[inline(never)]
+fn several(raw: RawConfig) -> Result<PluginConfig, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    // Each per-service field belongs to a rollout once there are rollouts.
+    for (field, given) in [
+        ("route_header", raw.route_header.is_some()),
+        ("versions", raw.versions.is_some()),
+        ("override", raw.override_.is_some()),
+        ("users", raw.users.is_some()),
+        ("hash", raw.hash.is_some()),
+        ("anonymous", raw.anonymous.is_some()),
+        ("guard", raw.guard.is_some()),
+    ] {
+        if given {
+            errors.push(ConfigError::new(
+                field,
+                format!(
+                    "a config with `rollouts` has no top-level `{field}`: move it into a rollout"
+                ),
+            ));
+        }
+    }
+    if raw.hosts.is_some() {
+        errors.push(ConfigError::new(
+            "hosts",
+            "a config with `rollouts` has no top-level `hosts`: move it into a rollout's match.hosts",
+        ));
+    }
+    let metrics_prefix = metrics::validate_metrics_prefix(raw.metrics_prefix, &mut errors);
+    let metrics = metrics::validate_metrics(raw.metrics);
+    let raw_rollouts = raw.rollouts.unwrap_or_default();
+    if raw_rollouts.is_empty() {
+        errors.push(ConfigError::new(
+            "rollouts",
+            "is empty: give at least one rollout, or leave rollouts out for a single service",
+        ));
+    }
+    if raw_rollouts.len() > MAX_ROLLOUTS {
+        errors.push(ConfigError::new(
+            "rollouts",
+            format!(
+                "{} rollouts; at most {MAX_ROLLOUTS} are allowed",
+                raw_rollouts.len()
+            ),
+        ));
+    }
+    let names: Vec<String> = raw_rollouts.iter().map(|r| r.name.clone()).collect();
+    let mut rollouts = Vec::with_capacity(raw_rollouts.len());
+    let mut matches = Vec::with_capacity(raw_rollouts.len());
+    for (i, rollout) in raw_rollouts.into_iter().enumerate() {
+        let at = format!("rollouts[{i}]");
+        let mut inner = Vec::new();
+        if let Some(problem) = names::version_name_problem(&rollout.name) {
+            inner.push(ConfigError::new("name", problem));
+        } else if let Some(first) = names[..i].iter().position(|n| *n == rollout.name) {
+            inner.push(ConfigError::new(
+                "name",
+                format!(
+                    "`{}` is already the name of rollouts[{first}]",
+                    rollout.name
+                ),
+            ));
+        }
+        let matched = validate_match(rollout.match_, &mut inner);
+        // The per-service fields, checked as a single-service config's are; the
+        // metrics settings are the config's, checked once above.
+        let service = RawConfig {
+            route_header: rollout.route_header,
+            versions: Some(rollout.versions),
+            override_: rollout.override_,
+            users: rollout.users,
+            hash: rollout.hash,
+            anonymous: rollout.anonymous,
+            metrics_prefix: None,
+            metrics: None,
+            guard: rollout.guard,
+            hosts: None,
+            rollouts: None,
+        };
+        match validate(service) {
+            Ok(mut config) => {
+                config.metrics_prefix = metrics_prefix.clone();
+                config.metrics = metrics;
+                config.hosts = matched.hosts.clone();
+                rollouts.push(Rollout {
+                    name: Some(rollout.name),
+                    config,
+                });
+            }
+            Err(service_errors) => inner.extend(service_errors),
+        }
+        errors.extend(inner.into_iter().map(|e| e.within(&at)));
+        matches.push(matched);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(PluginConfig {
+        rollouts,
+        router: Router::new(matches),
+        metrics_prefix,
+        metrics,
         fingerprint: 0,
     })
 }

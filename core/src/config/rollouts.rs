@@ -1,31 +1,23 @@
 //! `rollouts`: several services in one config, each a rollout with a `name`, a
-//! `match` and every per-service field of a single-service config. The plugin's
-//! config as a whole is [`PluginConfig`]; each rollout's own settings are a
-//! [`Config`], as a single-service config's are, so the decision, the metric table
-//! and the guard work per rollout unchanged.
-//!
-//! A config without `rollouts` (today's single-service config) is one rollout
-//! without a name, whose `match` is the top-level `hosts`: it behaves exactly as
-//! before, metric names included (no `rollout` tag).
+//! `match` (matching.rs) and every per-service field of a single-service config,
+//! as written. The top level (mod.rs) checks each rollout's fields as it checks a
+//! single-service config's, into a `Config` per rollout, and gathers them
+//! in a `PluginConfig`.
 
-use super::error::ConfigError;
+use super::anonymous::{read_anonymous, Anonymous};
 use super::guard::RawGuard;
 use super::hash::RawHash;
 use super::json::{self, Json};
-use super::matching::{validate_match, RawMatch};
+use super::matching::RawMatch;
 #[cfg(feature = "schema")]
-use super::names::{HEADER_NAME_PATTERN, MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN};
+use super::names::{
+    DEFAULT_ROUTE_HEADER, HEADER_NAME_PATTERN, MAX_VERSION_NAME_LEN, VERSION_NAME_PATTERN,
+};
 use super::overrides::RawOverride;
 use super::users::UserLists;
 use super::versions::RawVersion;
 #[cfg(feature = "schema")]
 use super::versions::MAX_VERSIONS;
-#[cfg(feature = "schema")]
-use super::DEFAULT_ROUTE_HEADER;
-use super::{
-    metrics, names, read_anonymous, validate, Anonymous, Config, MetricsConfig, RawConfig,
-};
-use crate::router::{Match, Router};
 use serde::Deserialize;
 
 /// At most this many rollouts in one config: each defines its own metrics, and a
@@ -55,15 +47,15 @@ pub(super) struct RawRollout {
     /// The rollout's name, unique in the config: the value of the `rollout` metric
     /// label.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSION_NAME_LEN), regex(pattern = VERSION_NAME_PATTERN)))]
-    name: String,
+    pub(super) name: String,
     /// Which requests this rollout decides: all that is given must hold. Absent or
     /// empty: every request. The first rollout whose match holds decides; a request
     /// that matches none passes untouched.
     #[serde(rename = "match")]
-    match_: Option<RawMatch>,
+    pub(super) match_: Option<RawMatch>,
     /// As the top-level route_header: the request header set to the chosen version.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = HEADER_NAME_PATTERN), extend("default" = DEFAULT_ROUTE_HEADER)))]
-    route_header: Option<String>,
+    pub(super) route_header: Option<String>,
     /// As the top-level versions: the versions of this rollout's service.
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_VERSIONS), extend(
         "prefixItems" = [{ "$ref": "#/$defs/Version", "not": { "anyOf": [
@@ -72,23 +64,23 @@ pub(super) struct RawRollout {
         ] } }],
         "items" = { "$ref": "#/$defs/Version" }
     )))]
-    versions: Vec<RawVersion>,
+    pub(super) versions: Vec<RawVersion>,
     /// As the top-level override.
     #[serde(rename = "override")]
-    override_: Option<RawOverride>,
+    pub(super) override_: Option<RawOverride>,
     /// As the top-level users.
     #[cfg_attr(feature = "schema", schemars(extend(
         "propertyNames" = { "minLength": 1, "maxLength": MAX_VERSION_NAME_LEN, "pattern": VERSION_NAME_PATTERN },
         "default" = {}
     )))]
-    users: Option<UserLists>,
+    pub(super) users: Option<UserLists>,
     /// As the top-level hash; its own salt reshuffles this rollout's users only.
-    hash: Option<RawHash>,
+    pub(super) hash: Option<RawHash>,
     /// As the top-level anonymous.
     #[cfg_attr(feature = "schema", schemars(extend("default" = "random")))]
-    anonymous: Option<Anonymous>,
+    pub(super) anonymous: Option<Anonymous>,
     /// As the top-level guard; it trips for this rollout only.
-    guard: Option<RawGuard>,
+    pub(super) guard: Option<RawGuard>,
 }
 
 impl RawRollout {
@@ -139,219 +131,12 @@ impl RawRollout {
     }
 }
 
-/// One rollout of a loaded config.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rollout {
-    /// `None` for a config without `rollouts` (one service, no `rollout` tag).
-    pub name: Option<String>,
-    /// Its settings, with the config's metrics_prefix and metrics.
-    pub config: Config,
-}
-
-/// A parsed, validated plugin config: its rollouts, in config order, and the
-/// router that finds a request's rollout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginConfig {
-    pub rollouts: Vec<Rollout>,
-    /// The rollouts' matches, and the lookup per request.
-    pub router: Router,
-    pub metrics_prefix: String,
-    pub metrics: MetricsConfig,
-    /// murmur3 of the config text: names this config's proxy-wide guard states.
-    pub fingerprint: u32,
-}
-
-impl PluginConfig {
-    /// Parses and validates a plugin config, with or without `rollouts`. On failure
-    /// returns every problem found (a JSON syntax or type error stops at that error;
-    /// semantic checks all run).
-    #[cold]
-    #[inline(never)]
-    pub fn from_json(bytes: &[u8]) -> Result<PluginConfig, Vec<ConfigError>> {
-        let raw = super::read_raw(bytes)?;
-        let fingerprint = crate::bucket::hash_key(b"", bytes);
-        let mut plugin = match raw.rollouts {
-            None => single(raw)?,
-            Some(_) => several(raw)?,
-        };
-        plugin.fingerprint = fingerprint;
-        for rollout in &mut plugin.rollouts {
-            rollout.config.fingerprint = fingerprint;
-        }
-        Ok(plugin)
-    }
-
-    /// True if the config lists `rollouts` (its metrics carry a `rollout` tag).
-    #[inline]
-    pub fn has_rollouts(&self) -> bool {
-        self.rollouts.iter().any(|r| r.name.is_some())
-    }
-
-    /// The index of the rollout with this name.
-    #[inline]
-    pub fn rollout_index(&self, name: &str) -> Option<usize> {
-        self.rollouts
-            .iter()
-            .position(|r| r.name.as_deref() == Some(name))
-    }
-
-    /// The shared-data key of rollout `index`'s proxy-wide guard state: a
-    /// single-service config keeps the key it always had.
-    #[cold]
-    #[inline(never)]
-    pub fn guard_key(&self, index: usize) -> String {
-        match self.rollouts.get(index).and_then(|r| r.name.as_deref()) {
-            None => format!("canary-router/guard/{:08x}", self.fingerprint),
-            Some(name) => format!("canary-router/guard/{:08x}/{name}", self.fingerprint),
-        }
-    }
-
-    /// True if some rollout's weights follow a schedule or some rollout has a
-    /// guard: the config needs a timer.
-    #[inline]
-    pub fn needs_tick(&self) -> bool {
-        self.rollouts
-            .iter()
-            .any(|r| r.config.is_scheduled() || r.config.guard.is_some())
-    }
-}
-
-/// A config without `rollouts`: one service, matched by the top-level `hosts`.
-#[cold]
-#[inline(never)]
-fn single(raw: RawConfig) -> Result<PluginConfig, Vec<ConfigError>> {
-    if raw.versions.is_none() {
-        return Err(vec![ConfigError::new(
-            "",
-            "missing field `versions` (or `rollouts`, for a config of several services)",
-        )]);
-    }
-    let config = validate(raw)?;
-    let matched = Match {
-        hosts: config.hosts.clone(),
-        ..Match::default()
-    };
-    Ok(PluginConfig {
-        router: Router::new(vec![matched]),
-        metrics_prefix: config.metrics_prefix.clone(),
-        metrics: config.metrics,
-        fingerprint: 0,
-        rollouts: vec![Rollout { name: None, config }],
-    })
-}
-
-/// A config with `rollouts`.
-#[cold]
-#[inline(never)]
-fn several(raw: RawConfig) -> Result<PluginConfig, Vec<ConfigError>> {
-    let mut errors = Vec::new();
-    // Each per-service field belongs to a rollout once there are rollouts.
-    for (field, given) in [
-        ("route_header", raw.route_header.is_some()),
-        ("versions", raw.versions.is_some()),
-        ("override", raw.override_.is_some()),
-        ("users", raw.users.is_some()),
-        ("hash", raw.hash.is_some()),
-        ("anonymous", raw.anonymous.is_some()),
-        ("guard", raw.guard.is_some()),
-    ] {
-        if given {
-            errors.push(ConfigError::new(
-                field,
-                format!(
-                    "a config with `rollouts` has no top-level `{field}`: move it into a rollout"
-                ),
-            ));
-        }
-    }
-    if raw.hosts.is_some() {
-        errors.push(ConfigError::new(
-            "hosts",
-            "a config with `rollouts` has no top-level `hosts`: move it into a rollout's match.hosts",
-        ));
-    }
-    let metrics_prefix = metrics::validate_metrics_prefix(raw.metrics_prefix, &mut errors);
-    let metrics = metrics::validate_metrics(raw.metrics);
-    let raw_rollouts = raw.rollouts.unwrap_or_default();
-    if raw_rollouts.is_empty() {
-        errors.push(ConfigError::new(
-            "rollouts",
-            "is empty: give at least one rollout, or leave rollouts out for a single service",
-        ));
-    }
-    if raw_rollouts.len() > MAX_ROLLOUTS {
-        errors.push(ConfigError::new(
-            "rollouts",
-            format!(
-                "{} rollouts; at most {MAX_ROLLOUTS} are allowed",
-                raw_rollouts.len()
-            ),
-        ));
-    }
-    let names: Vec<String> = raw_rollouts.iter().map(|r| r.name.clone()).collect();
-    let mut rollouts = Vec::with_capacity(raw_rollouts.len());
-    let mut matches = Vec::with_capacity(raw_rollouts.len());
-    for (i, rollout) in raw_rollouts.into_iter().enumerate() {
-        let at = format!("rollouts[{i}]");
-        let mut inner = Vec::new();
-        if let Some(problem) = names::version_name_problem(&rollout.name) {
-            inner.push(ConfigError::new("name", problem));
-        } else if let Some(first) = names[..i].iter().position(|n| *n == rollout.name) {
-            inner.push(ConfigError::new(
-                "name",
-                format!(
-                    "`{}` is already the name of rollouts[{first}]",
-                    rollout.name
-                ),
-            ));
-        }
-        let matched = validate_match(rollout.match_, &mut inner);
-        // The per-service fields, checked as a single-service config's are; the
-        // metrics settings are the config's, checked once above.
-        let service = RawConfig {
-            route_header: rollout.route_header,
-            versions: Some(rollout.versions),
-            override_: rollout.override_,
-            users: rollout.users,
-            hash: rollout.hash,
-            anonymous: rollout.anonymous,
-            metrics_prefix: None,
-            metrics: None,
-            guard: rollout.guard,
-            hosts: None,
-            rollouts: None,
-        };
-        match validate(service) {
-            Ok(mut config) => {
-                config.metrics_prefix = metrics_prefix.clone();
-                config.metrics = metrics;
-                config.hosts = matched.hosts.clone();
-                rollouts.push(Rollout {
-                    name: Some(rollout.name),
-                    config,
-                });
-            }
-            Err(service_errors) => inner.extend(service_errors),
-        }
-        errors.extend(inner.into_iter().map(|e| e.within(&at)));
-        matches.push(matched);
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(PluginConfig {
-        rollouts,
-        router: Router::new(matches),
-        metrics_prefix,
-        metrics,
-        fingerprint: 0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::MAX_ROLLOUTS;
+    use crate::config::{Anonymous, Config, PluginConfig};
     use crate::request::{serialize_headers, SerializedHeaders};
+    use crate::router::Match;
 
     const THREE: &str = r#"{
       "metrics_prefix": "shop",
