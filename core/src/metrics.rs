@@ -129,22 +129,30 @@ impl MetricTable {
         rollout: Option<&str>,
         sink: &mut S,
     ) -> Result<Self, S::Error> {
-        match rollout {
-            None => Self::define(config, sink),
-            Some(name) => Self::define(
-                config,
-                &mut Tagged {
-                    tag: rollout_tag(name),
-                    sink,
-                },
-            ),
-        }
+        // One code path for both (an untagged config has an empty tag): the table's
+        // code is in the `.wasm` once.
+        Self::define_tagged(
+            config,
+            &mut Tagged {
+                tag: rollout.map_or_else(String::new, rollout_tag),
+                sink,
+            },
+        )
     }
 
     /// The metrics of a single-service config (no `rollout` tag).
     #[cold]
     #[inline(never)]
     pub fn define<S: MetricSink>(config: &Config, sink: &mut S) -> Result<Self, S::Error> {
+        Self::define_for(config, None, sink)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn define_tagged<S: MetricSink>(
+        config: &Config,
+        sink: &mut Tagged<S>,
+    ) -> Result<Self, S::Error> {
         let prefix = &config.metrics_prefix;
         let n = config.versions.len();
         let mut table = MetricTable {

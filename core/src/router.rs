@@ -170,10 +170,10 @@ impl Match {
 
 /// Rollout indices, in config order.
 type Candidates = Box<[u32]>;
-/// Lower-case host (or wildcard suffix) -> the rollouts a request for it may
-/// belong to. hashbrown's map with foldhash: already in the `.wasm` (the SDK's
-/// maps and the user index), so it adds no hashing code.
-type HostIndex = hashbrown::HashMap<Box<[u8]>, Candidates>;
+/// Lower-case host (or wildcard suffix) -> its candidate list, an index into
+/// [`Plan::ByHost`]'s `lists`. hashbrown's map with foldhash, and the very type of
+/// the user index (config's `UserIndex`), so that the `.wasm` holds its code once.
+type HostIndex = hashbrown::HashMap<Box<[u8]>, usize>;
 
 /// The longest host the index holds: a DNS name's text form.
 const MAX_KEY: usize = 253;
@@ -197,8 +197,9 @@ enum Plan {
         /// `.example.com` -> the wildcards that match every host under it (its
         /// own and shorter ones: `*.com`) and the rollouts without hosts.
         wildcards: HostIndex,
-        /// The rollouts without hosts: for a host that nothing lists.
-        any_host: Candidates,
+        /// The candidate lists the indices point at; the first is for a host that
+        /// nothing lists: the rollouts without hosts.
+        lists: Vec<Candidates>,
     },
 }
 
@@ -255,12 +256,15 @@ impl Router {
             Plan::ByHost {
                 exact,
                 wildcards,
-                any_host,
+                lists,
             } => {
-                let candidates = request
+                let list = request
                     .header(":authority")
                     .and_then(|authority| lookup(exact, wildcards, host_of(authority)))
-                    .unwrap_or(any_host);
+                    .unwrap_or(0);
+                let Some(candidates) = lists.get(list) else {
+                    return None;
+                };
                 let mut path = None;
                 candidates.iter().map(|&i| i as usize).find(|&i| {
                     self.matches
@@ -287,14 +291,10 @@ pub fn shadowed(matches: &[Match]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The candidates of a host: its exact entry, else the longest wildcard suffix
-/// listed, else `None` (the rollouts without hosts).
+/// The candidate list of a host: its exact entry's, else the longest wildcard
+/// suffix listed's, else `None` (the rollouts without hosts).
 #[inline]
-fn lookup<'a>(
-    exact: &'a HostIndex,
-    wildcards: &'a HostIndex,
-    host: &[u8],
-) -> Option<&'a Candidates> {
+fn lookup(exact: &HostIndex, wildcards: &HostIndex, host: &[u8]) -> Option<usize> {
     // Lower case, on the stack: only the end of a longer host can match a key.
     let skipped = host.len().saturating_sub(LOOKUP_BYTES);
     let tail = &host[skipped..];
@@ -304,7 +304,7 @@ fn lookup<'a>(
     lower.make_ascii_lowercase();
     let lower = &*lower;
     if skipped == 0 && lower.len() <= MAX_KEY {
-        if let Some(found) = exact.get(lower) {
+        if let Some(&found) = exact.get(lower) {
             return Some(found);
         }
     }
@@ -315,7 +315,7 @@ fn lookup<'a>(
     // (`*.example.com` does not match `.example.com`).
     for (at, &byte) in lower.iter().enumerate() {
         if byte == b'.' && skipped + at > 0 {
-            if let Some(found) = wildcards.get(&lower[at..]) {
+            if let Some(&found) = wildcards.get(&lower[at..]) {
                 return Some(found);
             }
         }
@@ -331,19 +331,8 @@ fn wildcard_matches(suffix: &[u8], host: &[u8]) -> bool {
 #[cold]
 #[inline(never)]
 fn by_host(matches: &[Match]) -> Plan {
-    let mut exact_keys: Vec<&[u8]> = Vec::new();
-    let mut suffix_keys: Vec<&[u8]> = Vec::new();
-    for hosts in matches.iter().filter_map(|m| m.hosts.as_ref()) {
-        exact_keys.extend(hosts.exact().iter().map(|k| &k[..]));
-        suffix_keys.extend(hosts.suffixes().iter().map(|k| &k[..]));
-    }
-    exact_keys.sort_unstable();
-    exact_keys.dedup();
-    suffix_keys.sort_unstable();
-    suffix_keys.dedup();
-    // The rollouts a request for `host` may belong to, given which of a rollout's
-    // hosts admit it; cut after the first one without conditions, which always
-    // matches.
+    // The rollouts a request may belong to, given which of a rollout's hosts admit
+    // it; cut after the first one without conditions, which always matches.
     let candidates = |admits: &dyn Fn(&Hosts) -> bool| -> Candidates {
         let mut out = Vec::new();
         for (i, m) in matches.iter().enumerate() {
@@ -356,28 +345,32 @@ fn by_host(matches: &[Match]) -> Plan {
         }
         out.into_boxed_slice()
     };
-    let exact = exact_keys
-        .iter()
-        .map(|&key| {
-            let list = candidates(&|hosts: &Hosts| {
-                hosts.exact().iter().any(|e| &e[..] == key)
-                    || hosts.suffixes().iter().any(|s| wildcard_matches(s, key))
-            });
-            (Box::from(key), list)
-        })
-        .collect();
-    let wildcards = suffix_keys
-        .iter()
-        .map(|&key| {
-            let list =
-                candidates(&|hosts: &Hosts| hosts.suffixes().iter().any(|s| key.ends_with(s)));
-            (Box::from(key), list)
-        })
-        .collect();
+    let mut lists = vec![candidates(&|_: &Hosts| false)];
+    let mut exact = HostIndex::default();
+    let mut wildcards = HostIndex::default();
+    for hosts in matches.iter().filter_map(|m| m.hosts.as_ref()) {
+        for key in hosts.exact() {
+            if !exact.contains_key(key) {
+                lists.push(candidates(&|hosts: &Hosts| {
+                    hosts.exact().contains(key)
+                        || hosts.suffixes().iter().any(|s| wildcard_matches(s, key))
+                }));
+                exact.insert(key.clone(), lists.len() - 1);
+            }
+        }
+        for key in hosts.suffixes() {
+            if !wildcards.contains_key(key) {
+                lists.push(candidates(&|hosts: &Hosts| {
+                    hosts.suffixes().iter().any(|s| key.ends_with(s))
+                }));
+                wildcards.insert(key.clone(), lists.len() - 1);
+            }
+        }
+    }
     Plan::ByHost {
         exact,
         wildcards,
-        any_host: candidates(&|_: &Hosts| false),
+        lists,
     }
 }
 
@@ -797,14 +790,11 @@ mod tests {
             },
             Match::default(),
         ]);
-        let Plan::ByHost {
-            exact, any_host, ..
-        } = &router.plan
-        else {
+        let Plan::ByHost { exact, lists, .. } = &router.plan else {
             panic!("by host")
         };
-        assert_eq!(&*exact[&b"a.example"[..]], &[0]);
-        assert_eq!(&*exact[&b"b.example"[..]], &[1]);
-        assert_eq!(&**any_host, &[2]);
+        assert_eq!(&*lists[exact[&b"a.example"[..]]], &[0]);
+        assert_eq!(&*lists[exact[&b"b.example"[..]]], &[1]);
+        assert_eq!(&*lists[0], &[2]);
     }
 }

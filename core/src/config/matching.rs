@@ -208,26 +208,31 @@ fn validate_headers(
     for (i, condition) in raw.into_iter().enumerate() {
         let field = format!("{FIELD}[{i}]");
         let name = checked_header_name(&format!("{field}.name"), &condition.name, errors);
-        let given: Vec<&str> = [
+        let (mut given, mut count) = (String::new(), 0);
+        for (what, is_given) in [
             ("exact", condition.exact.is_some()),
             ("prefix", condition.prefix.is_some()),
             ("suffix", condition.suffix.is_some()),
             ("present", condition.present.is_some()),
-        ]
-        .iter()
-        .filter(|(_, given)| *given)
-        .map(|(what, _)| *what)
-        .collect();
-        if given.len() != 1 {
-            let message = if given.is_empty() {
-                "gives no test: give exactly one of exact, prefix, suffix or present".to_string()
+        ] {
+            if is_given {
+                if !given.is_empty() {
+                    given.push_str(" and ");
+                }
+                given.push_str(what);
+                count += 1;
+            }
+        }
+        if count != 1 {
+            let given = if count == 0 {
+                "no test".to_string()
             } else {
-                format!(
-                    "gives {}: give exactly one of exact, prefix, suffix or present",
-                    given.join(" and ")
-                )
+                given
             };
-            errors.push(ConfigError::new(field, message));
+            errors.push(ConfigError::new(
+                field,
+                format!("gives {given}: give exactly one of exact, prefix, suffix or present"),
+            ));
             continue;
         }
         let value = |what: &str, text: String, errors: &mut Vec<ConfigError>| -> Box<[u8]> {

@@ -49,7 +49,7 @@ use self::anonymous::read_anonymous;
 use self::guard::RawGuard;
 use self::hash::RawHash;
 use self::json::Json;
-use self::matching::validate_match;
+use self::matching::{validate_match, RawMatch};
 use self::metrics::RawMetrics;
 use self::names::checked_header_name;
 #[cfg(feature = "schema")]
@@ -164,8 +164,8 @@ struct RawConfig {
 impl RawConfig {
     #[cold]
     #[inline(never)]
-    fn read(json: &mut Json) -> json::Result<Self> {
-        let mut raw = RawConfig {
+    fn empty() -> Self {
+        RawConfig {
             route_header: None,
             versions: None,
             override_: None,
@@ -177,7 +177,13 @@ impl RawConfig {
             guard: None,
             hosts: None,
             rollouts: None,
-        };
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read(json: &mut Json) -> json::Result<Self> {
+        let mut raw = RawConfig::empty();
         let fields = [
             "route_header",
             "versions",
@@ -192,26 +198,74 @@ impl RawConfig {
             "rollouts",
         ];
         json.object("struct RawConfig", &fields, 0, &mut |json, field| {
+            raw.read_field(json, fields[field])
+        })?;
+        Ok(raw)
+    }
+
+    /// Reads the value of the field `name`, at the top level or in a rollout (one
+    /// copy of the per-service fields' reading in the `.wasm`).
+    #[cold]
+    #[inline(never)]
+    fn read_field(&mut self, json: &mut Json, name: &str) -> json::Result<()> {
+        match name {
+            "route_header" => self.route_header = json.option(Json::string)?,
+            "versions" => self.versions = json.option(|json| json.array(RawVersion::read))?,
+            "override" => self.override_ = json.option(RawOverride::read)?,
+            "users" => {
+                self.users = json
+                    .option(|json| json.map(|json| json.array(Json::string)))?
+                    .map(UserLists)
+            }
+            "hash" => self.hash = json.option(RawHash::read)?,
+            "anonymous" => self.anonymous = json.option(read_anonymous)?,
+            "metrics_prefix" => self.metrics_prefix = json.option(Json::string)?,
+            "metrics" => self.metrics = json.option(RawMetrics::read)?,
+            "guard" => self.guard = json.option(RawGuard::read)?,
+            "hosts" => self.hosts = json.option(|json| json.array(Json::string))?,
+            _ => self.rollouts = json.option(|json| json.array(RawRollout::read))?,
+        }
+        Ok(())
+    }
+}
+
+impl RawRollout {
+    /// Here rather than beside the type (rollouts.rs): it reads the per-service
+    /// fields with the top level's code.
+    #[cold]
+    #[inline(never)]
+    fn read(json: &mut Json) -> json::Result<Self> {
+        let (mut name, mut match_, mut service) = (String::new(), None, RawConfig::empty());
+        let fields = [
+            "name",
+            "match",
+            "route_header",
+            "versions",
+            "override",
+            "users",
+            "hash",
+            "anonymous",
+            "guard",
+        ];
+        json.object("struct RawRollout", &fields, 0b1001, &mut |json, field| {
             match field {
-                0 => raw.route_header = json.option(Json::string)?,
-                1 => raw.versions = json.option(|json| json.array(RawVersion::read))?,
-                2 => raw.override_ = json.option(RawOverride::read)?,
-                3 => {
-                    raw.users = json
-                        .option(|json| json.map(|json| json.array(Json::string)))?
-                        .map(UserLists)
-                }
-                4 => raw.hash = json.option(RawHash::read)?,
-                5 => raw.anonymous = json.option(read_anonymous)?,
-                6 => raw.metrics_prefix = json.option(Json::string)?,
-                7 => raw.metrics = json.option(RawMetrics::read)?,
-                8 => raw.guard = json.option(RawGuard::read)?,
-                9 => raw.hosts = json.option(|json| json.array(Json::string))?,
-                _ => raw.rollouts = json.option(|json| json.array(RawRollout::read))?,
+                0 => name = json.string()?,
+                1 => match_ = json.option(RawMatch::read)?,
+                _ => service.read_field(json, fields[field])?,
             }
             Ok(())
         })?;
-        Ok(raw)
+        Ok(RawRollout {
+            name,
+            match_,
+            route_header: service.route_header,
+            versions: service.versions.unwrap_or_default(),
+            override_: service.override_,
+            users: service.users,
+            hash: service.hash,
+            anonymous: service.anonymous,
+            guard: service.guard,
+        })
     }
 }
 

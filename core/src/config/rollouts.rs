@@ -1,13 +1,13 @@
 //! `rollouts`: several services in one config, each a rollout with a `name`, a
 //! `match` (matching.rs) and every per-service field of a single-service config,
-//! as written. The top level (mod.rs) checks each rollout's fields as it checks a
+//! as written. The top level (mod.rs) reads a rollout with its own code for the
+//! per-service fields, checks each rollout's fields as it checks a
 //! single-service config's, into a `Config` per rollout, and gathers them
 //! in a `PluginConfig`.
 
-use super::anonymous::{read_anonymous, Anonymous};
+use super::anonymous::Anonymous;
 use super::guard::RawGuard;
 use super::hash::RawHash;
-use super::json::{self, Json};
 use super::matching::RawMatch;
 #[cfg(feature = "schema")]
 use super::names::{
@@ -81,54 +81,6 @@ pub(super) struct RawRollout {
     pub(super) anonymous: Option<Anonymous>,
     /// As the top-level guard; it trips for this rollout only.
     pub(super) guard: Option<RawGuard>,
-}
-
-impl RawRollout {
-    #[cold]
-    #[inline(never)]
-    pub(super) fn read(json: &mut Json) -> json::Result<Self> {
-        let mut raw = RawRollout {
-            name: String::new(),
-            match_: None,
-            route_header: None,
-            versions: Vec::new(),
-            override_: None,
-            users: None,
-            hash: None,
-            anonymous: None,
-            guard: None,
-        };
-        let fields = [
-            "name",
-            "match",
-            "route_header",
-            "versions",
-            "override",
-            "users",
-            "hash",
-            "anonymous",
-            "guard",
-        ];
-        json.object("struct RawRollout", &fields, 0b1001, &mut |json, field| {
-            match field {
-                0 => raw.name = json.string()?,
-                1 => raw.match_ = json.option(RawMatch::read)?,
-                2 => raw.route_header = json.option(Json::string)?,
-                3 => raw.versions = json.array(RawVersion::read)?,
-                4 => raw.override_ = json.option(RawOverride::read)?,
-                5 => {
-                    raw.users = json
-                        .option(|json| json.map(|json| json.array(Json::string)))?
-                        .map(UserLists)
-                }
-                6 => raw.hash = json.option(RawHash::read)?,
-                7 => raw.anonymous = json.option(read_anonymous)?,
-                _ => raw.guard = json.option(RawGuard::read)?,
-            }
-            Ok(())
-        })?;
-        Ok(raw)
-    }
 }
 
 #[cfg(test)]
