@@ -262,9 +262,7 @@ impl Router {
                     .header(":authority")
                     .and_then(|authority| lookup(exact, wildcards, host_of(authority)))
                     .unwrap_or(0);
-                let Some(candidates) = lists.get(list) else {
-                    return None;
-                };
+                let candidates = lists.get(list)?;
                 let mut path = None;
                 candidates.iter().map(|&i| i as usize).find(|&i| {
                     self.matches
