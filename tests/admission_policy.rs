@@ -258,7 +258,14 @@ fn every_good_fixture_and_every_shipped_wasm_plugin_is_admitted() {
         );
         checked.push(cli_support::name(&path));
     }
-    for doc in istio_support::load_manifests(&istio_support::repo_root()) {
+    let root = istio_support::repo_root();
+    // The shipped WasmPlugins, the gateway's with rollouts included.
+    let rollouts = istio_support::load_docs(&root, "istio/gateway-rollouts/wasmplugin.yaml")
+        .expect("the gateway's rollouts");
+    for doc in istio_support::load_manifests(&root)
+        .into_iter()
+        .chain(rollouts)
+    {
         if doc.kind() != "WasmPlugin" {
             continue;
         }

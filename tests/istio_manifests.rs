@@ -150,6 +150,7 @@ fn extra_stat_tags_list_exactly_the_tags_in_the_metric_names() {
     assert_eq!(
         tags,
         BTreeSet::from([
+            "rollout".into(),
             "version".into(),
             "reason".into(),
             "code_class".into(),
