@@ -6,6 +6,9 @@
 -- user IDs is listed in any config's `users`, so the large config (e) does the
 -- same work as the typical one (d) plus the cost of its size.
 --
+-- With BENCH_HOSTS=N in the environment (issue 21's configurations), each block of
+-- 100 requests goes to the next of N service hosts, svc000.example.com onward.
+--
 -- done() prints one JSON line that bench/bench.py parses.
 
 local pool = {}
@@ -19,6 +22,7 @@ local function user_id(n)
 end
 
 function init(args)
+  local hosts = tonumber(os.getenv("BENCH_HOSTS") or "0") or 0
   local base = {
     ["user-agent"] = "wrk-canary-bench",
     ["accept"] = "*/*",
@@ -26,6 +30,9 @@ function init(args)
   for n = 0, 9999 do
     local h = {}
     for k, v in pairs(base) do h[k] = v end
+    if hosts > 0 then
+      h["Host"] = string.format("svc%03d.example.com", math.floor(n / 100) % hosts)
+    end
     local kind = n % 100
     if kind < 3 then
       h["x-canary"] = "canary"

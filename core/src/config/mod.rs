@@ -184,50 +184,67 @@ impl RawConfig {
     #[inline(never)]
     fn read(json: &mut Json) -> json::Result<Self> {
         let mut raw = RawConfig::empty();
-        let fields = [
-            "route_header",
-            "versions",
-            "override",
-            "users",
-            "hash",
-            "anonymous",
-            "metrics_prefix",
-            "metrics",
-            "guard",
-            "hosts",
-            "rollouts",
-        ];
-        json.object("struct RawConfig", &fields, 0, &mut |json, field| {
-            raw.read_field(json, fields[field])
+        json.object("struct RawConfig", &CONFIG_FIELDS, 0, &mut |json, field| {
+            raw.read_field(json, field)
         })?;
         Ok(raw)
     }
 
-    /// Reads the value of the field `name`, at the top level or in a rollout (one
-    /// copy of the per-service fields' reading in the `.wasm`).
+    /// Reads the value of `CONFIG_FIELDS[field]`, at the top level or in a rollout
+    /// (one copy of the per-service fields' reading in the `.wasm`).
     #[cold]
     #[inline(never)]
-    fn read_field(&mut self, json: &mut Json, name: &str) -> json::Result<()> {
-        match name {
-            "route_header" => self.route_header = json.option(Json::string)?,
-            "versions" => self.versions = json.option(|json| json.array(RawVersion::read))?,
-            "override" => self.override_ = json.option(RawOverride::read)?,
-            "users" => {
+    fn read_field(&mut self, json: &mut Json, field: usize) -> json::Result<()> {
+        match field {
+            0 => self.route_header = json.option(Json::string)?,
+            1 => self.versions = json.option(|json| json.array(RawVersion::read))?,
+            2 => self.override_ = json.option(RawOverride::read)?,
+            3 => {
                 self.users = json
                     .option(|json| json.map(|json| json.array(Json::string)))?
                     .map(UserLists)
             }
-            "hash" => self.hash = json.option(RawHash::read)?,
-            "anonymous" => self.anonymous = json.option(read_anonymous)?,
-            "metrics_prefix" => self.metrics_prefix = json.option(Json::string)?,
-            "metrics" => self.metrics = json.option(RawMetrics::read)?,
-            "guard" => self.guard = json.option(RawGuard::read)?,
-            "hosts" => self.hosts = json.option(|json| json.array(Json::string))?,
+            4 => self.hash = json.option(RawHash::read)?,
+            5 => self.anonymous = json.option(read_anonymous)?,
+            6 => self.metrics_prefix = json.option(Json::string)?,
+            7 => self.metrics = json.option(RawMetrics::read)?,
+            8 => self.guard = json.option(RawGuard::read)?,
+            9 => self.hosts = json.option(|json| json.array(Json::string))?,
             _ => self.rollouts = json.option(|json| json.array(RawRollout::read))?,
         }
         Ok(())
     }
 }
+
+/// The top level's fields, in the order of [`RawConfig`]'s (serde's messages list them so).
+const CONFIG_FIELDS: [&str; 11] = [
+    "route_header",
+    "versions",
+    "override",
+    "users",
+    "hash",
+    "anonymous",
+    "metrics_prefix",
+    "metrics",
+    "guard",
+    "hosts",
+    "rollouts",
+];
+
+/// A rollout's fields, in the order of `RawRollout`'s, and where each of its
+/// per-service fields is in [`CONFIG_FIELDS`].
+const ROLLOUT_FIELDS: [&str; 9] = [
+    "name",
+    "match",
+    "route_header",
+    "versions",
+    "override",
+    "users",
+    "hash",
+    "anonymous",
+    "guard",
+];
+const ROLLOUT_FIELD_AT_TOP: [usize; 9] = [0, 0, 0, 1, 2, 3, 4, 5, 8];
 
 impl RawRollout {
     /// Here rather than beside the type (rollouts.rs): it reads the per-service
@@ -236,25 +253,22 @@ impl RawRollout {
     #[inline(never)]
     fn read(json: &mut Json) -> json::Result<Self> {
         let (mut name, mut match_, mut service) = (String::new(), None, RawConfig::empty());
-        let fields = [
-            "name",
-            "match",
-            "route_header",
-            "versions",
-            "override",
-            "users",
-            "hash",
-            "anonymous",
-            "guard",
-        ];
-        json.object("struct RawRollout", &fields, 0b1001, &mut |json, field| {
-            match field {
-                0 => name = json.string()?,
-                1 => match_ = json.option(RawMatch::read)?,
-                _ => service.read_field(json, fields[field])?,
-            }
-            Ok(())
-        })?;
+        json.object(
+            "struct RawRollout",
+            &ROLLOUT_FIELDS,
+            0b1001,
+            &mut |json, field| match field {
+                0 => {
+                    name = json.string()?;
+                    Ok(())
+                }
+                1 => {
+                    match_ = json.option(RawMatch::read)?;
+                    Ok(())
+                }
+                _ => service.read_field(json, ROLLOUT_FIELD_AT_TOP[field]),
+            },
+        )?;
         Ok(RawRollout {
             name,
             match_,
