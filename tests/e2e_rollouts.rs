@@ -34,8 +34,15 @@ const CONFIG: &str = r#"{
   ]
 }"#;
 
-/// How a request reaches each rollout: its name, host, path and extra header.
-const ROUTES: [(&str, &str, &str, Option<(&str, &str)>); 3] = [
+/// How a request reaches a rollout: its name, host, path and extra header.
+type Route = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
+const ROUTES: [Route; 3] = [
     ("shop", "a.example", "/cart", None),
     ("api-v2", "b.example:80", "/api/v2/items?page=2", None),
     ("ios", "B.example", "/home", Some(("x-client", "ios"))),
