@@ -3,7 +3,9 @@
 //! is decided by the formula of the rollout their request matches (its own salt and
 //! weights, computed here with the core's bucketing) and counted under that
 //! rollout's label; requests no rollout matches pass untouched; a failing canary
-//! trips one rollout's guard and leaves the others' routing and gauges alone.
+//! trips one rollout's guard and leaves the others' routing and gauges alone. A bad
+//! config keeps every rollout of the last good one; with none, safe mode removes
+//! every rollout's route, token and pick headers.
 
 mod harness;
 
@@ -403,4 +405,119 @@ fn a_guard_trip_in_one_rollout_leaves_the_others_routing_and_gauges_alone() {
         "{}",
         trips[0]
     );
+}
+
+/// Every user of `users` gets, on every rollout, the version `config` gives them.
+fn assert_decided_by(client: &mut harness::Client, config: &str, users: &[String], when: &str) {
+    let plugin = PluginConfig::from_json(config.as_bytes()).expect("valid");
+    for user in users {
+        for (route, (name, ..)) in ROUTES.iter().enumerate() {
+            let r = send_to(client, route, user);
+            assert_eq!(
+                (r.status, r.served_by()),
+                (200, expected(rollout(&plugin, name), user)),
+                "{when}: {name} {user}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bad_config_keeps_every_rollout_of_the_last_good_one() {
+    let envoy = Envoy::start(EnvoyOptions {
+        filter_from_ecds: true,
+        ..EnvoyOptions::with_config(CONFIG)
+    });
+    let mut client = envoy.client();
+    let users = user_ids("last-good", 60);
+    assert_decided_by(&mut client, CONFIG, &users, "the first config");
+
+    // Every rollout changed, and one of them broken: nothing of it is taken.
+    let bad = CONFIG
+        .replace(r#""salt": "shop""#, r#""salt": "shop-2""#)
+        .replace(r#""weight": 50"#, r#""weight": 120"#);
+    let log_start = envoy.log().len();
+    envoy
+        .push_ecds(&bad)
+        .expect("taken by Envoy, refused by the filter");
+    assert!(
+        wait_until(Duration::from_secs(15), || envoy.log()[log_start..]
+            .contains("keeps its last good config")),
+        "{}",
+        envoy.log()
+    );
+    let log = envoy.log()[log_start..].to_string();
+    assert!(
+        log.contains(
+            "config rejected (1 problem): rollouts[1].versions[1].weight: 120 is above 100"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("keeps its last good config: 3 rollouts: shop: route_header=x-canary-version versions stable=70% canary=30%"),
+        "{log}"
+    );
+    let mut fresh = envoy.client();
+    assert_decided_by(&mut fresh, CONFIG, &users, "after the bad config");
+
+    // A good one is taken, every rollout of it.
+    let good = CONFIG
+        .replace(r#""salt": "shop""#, r#""salt": "shop-2""#)
+        .replace(r#""weight": 50"#, r#""weight": 10"#);
+    envoy.push_ecds(&good).expect("taken");
+    let mut fresh = envoy.client();
+    assert_decided_by(&mut fresh, &good, &users, "after the good config");
+    assert_eq!(
+        envoy.prometheus().value(
+            "canary_weight_basis_points",
+            &[("rollout", "api-v2"), ("version", "canary")]
+        ),
+        1000.0
+    );
+}
+
+#[test]
+fn safe_mode_removes_every_rollouts_route_token_and_pick_header() {
+    // Refused (a weight above 100), with no good config before it: safe mode, which
+    // still reads each rollout's headers.
+    let bad = r#"{
+      "rollouts": [
+        { "name": "a", "match": { "hosts": ["a.example"] }, "route_header": "x-a",
+          "versions": [ { "name": "stable" }, { "name": "canary", "weight": 120 } ] },
+        { "name": "b", "match": { "hosts": ["b.example"] }, "route_header": "x-b",
+          "versions": [ { "name": "stable" }, { "name": "canary" } ],
+          "override": { "header": "x-canary", "token": { "header": "x-b-token", "values": ["0123456789abcdef"] } },
+          "hash": { "header": "x-user-id", "pick_header": "x-pick" } }
+      ]
+    }"#;
+    let echoed = ["x-canary-version", "x-a", "x-b", "x-b-token", "x-pick"];
+    let envoy = Envoy::start(EnvoyOptions {
+        filter_from_ecds: true,
+        echo_request_headers: echoed.iter().map(|h| h.to_string()).collect(),
+        ..EnvoyOptions::with_config(bad)
+    });
+    assert!(
+        wait_until(Duration::from_secs(15), || envoy
+            .log()
+            .contains("x-canary-version, x-a, x-b, x-b-token, x-pick removed")),
+        "{}",
+        envoy.log()
+    );
+    let mut client = envoy.client();
+    for host in ["a.example", "b.example", "elsewhere.example"] {
+        let spoofed: Vec<(&str, &str)> = echoed.iter().map(|h| (*h, "canary")).collect();
+        let r = send(&mut client, host, "/", &spoofed);
+        assert_eq!(
+            (r.status, r.served_by().as_str()),
+            (200, "stable"),
+            "{host}"
+        );
+        for header in echoed {
+            assert_eq!(
+                r.header(&format!("x-echo-{header}")).unwrap_or_default(),
+                b"",
+                "{host}: {header} reached the upstream"
+            );
+        }
+    }
 }
