@@ -40,6 +40,23 @@ istio-manifests: oci
 		--image '$(IMAGE)' --sha256 '$(SHA256)' --oci-layout $(OCI_DIR) \
 		$(if $(PLUGIN_CONFIG),--plugin-config '$(PLUGIN_CONFIG)') --out $(MANIFESTS_OUT)
 
+## monitoring: the Prometheus rules (Istio's, plain Envoy's) and the Grafana dashboard
+## for SERVICE in NAMESPACE, into MONITORING_OUT (see docs/monitoring.md)
+SERVICE        ?= myapp
+NAMESPACE      ?= myapp
+# A config with several `rollouts`: the one to watch (empty: a single-rollout config).
+ROLLOUT        ?=
+BASELINE       ?= stable
+METRICS_PREFIX ?= canary
+# Plain Envoy: CLUSTER=VERSION,... (empty: the clusters envoy/envoy.yaml routes to).
+ENVOY_CLUSTERS ?=
+MONITORING_OUT ?= target/monitoring
+monitoring:
+	$(CARGO) run --quiet --release --example monitoring -- \
+		--service '$(SERVICE)' --namespace '$(NAMESPACE)' --rollout '$(ROLLOUT)' \
+		--baseline '$(BASELINE)' --metrics-prefix '$(METRICS_PREFIX)' \
+		--envoy-clusters '$(ENVOY_CLUSTERS)' --out '$(MONITORING_OUT)'
+
 ## promtool: promtool and prometheus, for the rules' unit tests (tests/istio_monitoring.rs)
 ## and the live test of the alerts (tests/prometheus_live.rs)
 promtool: $(PROMTOOL) $(PROMETHEUS)

@@ -584,6 +584,29 @@ fn matching_paren(bytes: &[u8], open: usize) -> usize {
     bytes.len()
 }
 
+/// The first lines of a rendered rules file: what it was rendered for (the comments
+/// after it describe the shipped example).
+fn banner(source: &str, target: &Target) -> String {
+    let clusters: Vec<String> = target
+        .envoy_clusters
+        .iter()
+        .map(|(c, v)| format!("{c}={v}"))
+        .collect();
+    let clusters = if source == ENVOY_RULES {
+        format!(", Envoy clusters {}", clusters.join(","))
+    } else {
+        String::new()
+    };
+    format!(
+        "# Rendered by `make monitoring` from {source} for service {} in namespace {}, rollout {},\n# metrics prefix {}, baseline {}{clusters}. The comments below describe the shipped example.\n",
+        target.service,
+        target.namespace,
+        target.rollout.as_deref().unwrap_or("(none)"),
+        target.prefix,
+        target.baseline,
+    )
+}
+
 /// Everything `make monitoring` writes for `target`.
 pub fn render_monitoring(root: &Path, target: &Target) -> Result<Vec<Rendered>, Vec<String>> {
     let read =
@@ -602,7 +625,11 @@ pub fn render_monitoring(root: &Path, target: &Target) -> Result<Vec<Rendered>, 
         match render(&read(source)?, target) {
             Ok(text) => files.push(Rendered {
                 path: out.to_string(),
-                text,
+                text: if out.ends_with(".yaml") {
+                    format!("{}{text}", banner(source, target))
+                } else {
+                    text
+                },
             }),
             Err(e) => errors.extend(e),
         }
