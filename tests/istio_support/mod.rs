@@ -757,6 +757,53 @@ pub fn parse_plugin_config(plugin: &Doc) -> Result<Config, Vec<String>> {
     })
 }
 
+/// Why a WasmPlugin is not scoped to its service's hosts, if it is not: its
+/// `pluginConfig` needs a top-level `hosts` list, or (a config with several
+/// `rollouts`, issue 21) `match.hosts` in every rollout. A plugin runs on every
+/// request of the listeners it is attached to (a sidecar's outbound port, a
+/// gateway); without hosts it decides, counts and guards requests to every service
+/// there. Other kinds: nothing.
+pub fn wasm_plugin_scope_errors(doc: &Doc) -> Vec<String> {
+    if doc.kind() != "WasmPlugin" {
+        return Vec::new();
+    }
+    let config = &doc.value["spec"]["pluginConfig"];
+    let non_empty_list = |v: &Value| {
+        v.as_array().is_some_and(|l| {
+            !l.is_empty() && l.iter().all(|h| h.as_str().is_some_and(|h| !h.is_empty()))
+        })
+    };
+    let mut errors = Vec::new();
+    match config.get("rollouts") {
+        Some(rollouts) => {
+            let list = rollouts.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                errors.push("spec.pluginConfig.rollouts: a non-empty list".to_string());
+            }
+            for (i, r) in list.iter().enumerate() {
+                if !non_empty_list(&r["match"]["hosts"]) {
+                    errors.push(format!(
+                        "spec.pluginConfig.rollouts[{i}].match.hosts: missing or empty"
+                    ));
+                }
+            }
+        }
+        None if !non_empty_list(&config["hosts"]) => {
+            errors.push("spec.pluginConfig.hosts: missing or empty".to_string())
+        }
+        None => {}
+    }
+    errors
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}: {e}: the plugin would decide, count and guard requests to every service it sees",
+                doc.id()
+            )
+        })
+        .collect()
+}
+
 // ---- Cross-checks -------------------------------------------------------------------
 
 /// The tag keys in the filter's metric names (`version=.=V;.;...`): what
