@@ -288,8 +288,7 @@ fn the_rule_tests_catch_a_broken_alert() {
             "{what}: the unit tests of {file} still pass with {to:?}"
         );
     };
-    let indexed: Vec<(usize, &(String, String, String, &str))> =
-        mutations.iter().enumerate().collect();
+    let indexed: Vec<_> = mutations.iter().enumerate().collect();
     for chunk in indexed.chunks(4) {
         std::thread::scope(|scope| {
             let running: Vec<_> = chunk
