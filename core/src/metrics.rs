@@ -4,7 +4,7 @@
 //! `version=.=canary;.;reason=.=hash;.;canary_requests_total` becomes
 //! `canary_requests_total{version="canary",reason="hash"}` in Prometheus.
 
-use crate::config::Config;
+use crate::config::{Config, WEIGHTED_VERSION};
 use crate::decide::Reason;
 use crate::grpc::{GrpcCode, CODE_NAMES};
 
@@ -91,7 +91,7 @@ pub struct MetricTable {
     weights: Vec<u32>,
     guard_tripped: Option<u32>,
     /// Pick mode: decisions the route's weights make, per reason, under the version
-    /// label [`crate::pick::WEIGHTED_VERSION`].
+    /// label [`WEIGHTED_VERSION`].
     weighted: Vec<u32>,
 }
 
@@ -152,7 +152,7 @@ impl MetricTable {
         }
         if config.hash.pick.is_some() {
             for reason in WEIGHTED_REASONS {
-                let name = requests_total_name(prefix, crate::pick::WEIGHTED_VERSION, reason);
+                let name = requests_total_name(prefix, WEIGHTED_VERSION, reason);
                 table
                     .weighted
                     .push(sink.define(MetricKind::Counter, &name)?);
