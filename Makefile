@@ -14,7 +14,7 @@ CLI          := target/release/canary-router
 # parallel without LTO. `TEST_PROFILE=release make test` builds them as before.
 TEST_PROFILE ?= test-fast
 
-.PHONY: all build wasm cli schema wasm-target wasm-opt envoy grpc-tools demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test
+.PHONY: all build wasm cli schema wasm-target wasm-opt envoy grpc-tools demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test monitoring
 
 all: build
 

@@ -5,8 +5,12 @@
 #   make istio-manifests IMAGE=oci://REGISTRY/canary-router:0.1.0 [PLUGIN_CONFIG=my.json]
 #                            renders istio/ with your image, its sha256 and your config
 #                            into target/istio-manifests/
-#   make promtool            Prometheus' promtool (Debian package) into .tools/, for
-#                            the tests of istio/monitoring/
+#   make promtool            Prometheus' promtool and prometheus (Debian package) into
+#                            .tools/bin/, for the tests of the rules (promtool) and the
+#                            live alert test (tests/prometheus_live.rs)
+#   make monitoring SERVICE=checkout NAMESPACE=shop [ROLLOUT=..] [ENVOY_CLUSTERS=..]
+#                            the Prometheus rules (Istio and plain Envoy) and the
+#                            Grafana dashboard for your service, into target/monitoring/
 #   make istio-test          only the Istio tests (manifests, OCI image, monitoring, e2e)
 
 OCI_NAME     := canary-router
@@ -14,6 +18,7 @@ OCI_TAG      ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n
 OCI_DIR      := target/oci/$(OCI_NAME)
 OCI_ARCHIVE  := target/oci/$(OCI_NAME).tar
 PROMTOOL     := $(TOOLS)/bin/promtool
+PROMETHEUS   := $(TOOLS)/bin/prometheus
 
 IMAGE         ?= oci://ghcr.io/example/canary-router:$(OCI_TAG)
 PLUGIN_CONFIG ?=
@@ -35,19 +40,40 @@ istio-manifests: oci
 		--image '$(IMAGE)' --sha256 '$(SHA256)' --oci-layout $(OCI_DIR) \
 		$(if $(PLUGIN_CONFIG),--plugin-config '$(PLUGIN_CONFIG)') --out $(MANIFESTS_OUT)
 
-## promtool: checks and unit-tests the Prometheus rules (tests/istio_monitoring.rs)
-promtool: $(PROMTOOL)
+## monitoring: the Prometheus rules (Istio's, plain Envoy's) and the Grafana dashboard
+## for SERVICE in NAMESPACE, into MONITORING_OUT (see docs/monitoring.md)
+SERVICE        ?= myapp
+NAMESPACE      ?= myapp
+# A config with several `rollouts`: the one to watch (empty: a single-rollout config).
+ROLLOUT        ?=
+BASELINE       ?= stable
+METRICS_PREFIX ?= canary
+# Plain Envoy: CLUSTER=VERSION,... (empty: the clusters envoy/envoy.yaml routes to).
+ENVOY_CLUSTERS ?=
+MONITORING_OUT ?= target/monitoring
+monitoring:
+	$(CARGO) run --quiet --release --example monitoring -- \
+		--service '$(SERVICE)' --namespace '$(NAMESPACE)' --rollout '$(ROLLOUT)' \
+		--baseline '$(BASELINE)' --metrics-prefix '$(METRICS_PREFIX)' \
+		--envoy-clusters '$(ENVOY_CLUSTERS)' --out '$(MONITORING_OUT)'
 
-# promtool ships in Debian's `prometheus` package; only the binary is unpacked (no
-# service is installed or started). Elsewhere: put a promtool at $(PROMTOOL).
-$(PROMTOOL):
-	@command -v apt-get >/dev/null || { echo "promtool: no apt-get here; install Prometheus' promtool and copy it to $(PROMTOOL)"; exit 1; }
+## promtool: promtool and prometheus, for the rules' unit tests (tests/istio_monitoring.rs)
+## and the live test of the alerts (tests/prometheus_live.rs)
+promtool: $(PROMTOOL) $(PROMETHEUS)
+
+# Both ship in Debian's `prometheus` package; only the two binaries are unpacked (no
+# service is installed or started). Elsewhere: put them at $(PROMTOOL) and $(PROMETHEUS).
+# One download for both (a grouped target), also when only one of them is missing.
+$(PROMTOOL) $(PROMETHEUS) &:
+	@command -v apt-get >/dev/null || { echo "promtool: no apt-get here; install Prometheus and copy promtool and prometheus to $(dir $(PROMTOOL))"; exit 1; }
 	rm -rf $(TOOLS)/deb && mkdir -p $(TOOLS)/deb $(dir $(PROMTOOL))
 	cd $(TOOLS)/deb && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
-	dpkg-deb --fsys-tarfile $(TOOLS)/deb/prometheus_*.deb | tar -x -C $(TOOLS)/deb ./usr/bin/promtool
+	dpkg-deb --fsys-tarfile $(TOOLS)/deb/prometheus_*.deb | tar -x -C $(TOOLS)/deb ./usr/bin/promtool ./usr/bin/prometheus
 	mv $(TOOLS)/deb/usr/bin/promtool $(PROMTOOL)
+	mv $(TOOLS)/deb/usr/bin/prometheus $(PROMETHEUS)
 	rm -rf $(TOOLS)/deb
 	$(PROMTOOL) --version
+	$(PROMETHEUS) --version
 
 ## istio-test: the Istio tests only
 istio-test: build envoy promtool

@@ -15,7 +15,8 @@ use canary_router::bucket::bucket_of;
 use canary_router::pick::{destination_of, pick_value};
 use harness::{Envoy, EnvoyOptions};
 use istio_support::{
-    load_docs, of_kind, parse_plugin_config, repo_root, Doc, Schemas, CONTROLLER_CRD_DIRS, CRD_DIR,
+    load_docs, of_kind, parse_plugin_config, repo_root, run_promtool, temp_dir, Doc, Schemas,
+    CONTROLLER_CRD_DIRS, CRD_DIR,
 };
 use serde_json::{json, Value};
 
@@ -156,6 +157,24 @@ fn the_manifests_fit_together_and_with_the_filters_config() {
             .as_str()
             .unwrap()
             .to_string();
+        // The plugin runs on every outbound request to port 80 of its callers:
+        // `hosts` keeps it to the routed service, under every name a caller in the
+        // namespace may use for it (short, namespaced, FQDN), and to no other.
+        let hosts = config.hosts.as_ref().expect("hosts");
+        let fqdn = vhost.trim_end_matches(":80");
+        let short = fqdn.split('.').next().unwrap();
+        let namespaced = fqdn.trim_end_matches(".svc.cluster.local");
+        for name in [short, namespaced, fqdn, vhost.as_str()] {
+            assert!(hosts.admits(Some(name.as_bytes())), "{file}: {name}");
+        }
+        for other in [
+            "other",
+            "other.myapp.svc.cluster.local",
+            "myapp-canary",
+            "example.com",
+        ] {
+            assert!(!hosts.admits(Some(other.as_bytes())), "{file}: {other}");
+        }
         if file.contains("flagger") {
             let canary = one(&docs, "Canary");
             let spec = &canary.value["spec"];
@@ -275,6 +294,88 @@ fn the_manifests_fit_together_and_with_the_filters_config() {
             assert!(!config.metrics.responses);
             assert!(!queries.contains(&format!("{}_responses_total", config.metrics_prefix)));
         }
+    }
+}
+
+/// The controllers' analysis queries, evaluated by promtool on Istio's series as
+/// the callers' sidecars report them: a canary that never answered a 5xx (no 5xx
+/// series at all) reads 0, not nothing (Flagger takes nothing as a failed check and
+/// rolls a healthy canary back); a failing one reads its ratio; one without any
+/// traffic reads nothing (no evidence: Flagger halts, Argo's measurement is
+/// inconclusive and the Rollout pauses).
+#[test]
+fn the_analysis_queries_read_a_canary_without_5xx_as_zero() {
+    let flagger = one(&docs(FILES[0]), "MetricTemplate").value["spec"]["query"]
+        .as_str()
+        .unwrap()
+        .replace("{{ namespace }}", "myapp")
+        .replace("{{ target }}", "myapp")
+        .replace("{{ interval }}", "1m");
+    let argo = one(&docs(FILES[1]), "AnalysisTemplate").value["spec"]["metrics"][0]["provider"]
+        ["prometheus"]["query"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let series = |labels: &str, code: &str, values: &str| {
+        format!(
+            "  - series: 'istio_requests_total{{reporter=\"source\",{labels},response_code=\"{code}\"}}'\n    values: '{values}'\n"
+        )
+    };
+    let flagger_canary = "destination_workload_namespace=\"myapp\",destination_workload=\"myapp\"";
+    let argo_canary = "destination_service_name=\"myapp-canary\"";
+    let primary = "destination_workload_namespace=\"myapp\",destination_workload=\"myapp-primary\",destination_service_name=\"myapp-stable\"";
+    let case = |input: String, flagger_value: Option<&str>, argo_value: Option<&str>| {
+        let expect = |v: Option<&str>| match v {
+            Some(v) => format!("\n    - labels: '{{}}'\n      value: {v}\n"),
+            None => " []\n".to_string(),
+        };
+        format!(
+            "- interval: 15s\n  input_series:\n{input}  promql_expr_test:\n  - expr: {}\n    eval_time: 5m\n    exp_samples:{}  - expr: {}\n    eval_time: 5m\n    exp_samples:{}",
+            serde_json::to_string(&flagger).unwrap(),
+            expect(flagger_value),
+            serde_json::to_string(&argo).unwrap(),
+            expect(argo_value),
+        )
+    };
+    let healthy = case(
+        series(flagger_canary, "200", "0+60x40")
+            + &series(argo_canary, "200", "0+60x40")
+            + &series(primary, "503", "0+60x40"),
+        Some("0"),
+        Some("0"),
+    );
+    let failing = case(
+        series(flagger_canary, "200", "0+45x40")
+            + &series(flagger_canary, "503", "0+15x40")
+            + &series(argo_canary, "200", "0+45x40")
+            + &series(argo_canary, "503", "0+15x40"),
+        Some("25"),
+        Some("0.25"),
+    );
+    let idle = case(series(primary, "200", "0+60x40"), None, None);
+    let tests =
+        format!("rule_files: []\nevaluation_interval: 15s\ntests:\n{healthy}{failing}{idle}");
+    let dir = temp_dir("controller-queries");
+    std::fs::write(dir.join("tests.yaml"), &tests).unwrap();
+    let (ok, out) = run_promtool(&["test", "rules", "tests.yaml"], &dir);
+    assert!(ok, "{out}\n{tests}");
+    // Without `or on() vector(0)` the healthy canary reads nothing: the test fails.
+    let bare = tests.replace(" or on() vector(0)", "");
+    assert_ne!(bare, tests);
+    std::fs::write(dir.join("tests.yaml"), &bare).unwrap();
+    assert!(!run_promtool(&["test", "rules", "tests.yaml"], &dir).0);
+    let _ = std::fs::remove_dir_all(dir);
+    // Argo: a measurement passes or fails only on a value; nothing is inconclusive.
+    let argo_docs = docs(FILES[1]);
+    let metric = &one(&argo_docs, "AnalysisTemplate").value["spec"]["metrics"][0];
+    for condition in ["successCondition", "failureCondition"] {
+        assert!(
+            metric[condition]
+                .as_str()
+                .unwrap()
+                .starts_with("len(result) > 0 && !isNaN(result[0]) && "),
+            "{condition}"
+        );
     }
 }
 

@@ -67,6 +67,113 @@ fn every_yaml_file_under_istio_is_covered_by_a_test() {
     );
 }
 
+/// Every YAML document under istio/ (recursively, whatever the file is for), and
+/// the yaml blocks of istio/README.md that show a WasmPlugin's config.
+fn every_yaml_document_under_istio() -> Vec<Doc> {
+    let mut docs = Vec::new();
+    let mut stack = vec![root().join("istio")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read istio/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let file = path
+                    .strip_prefix(root())
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                docs.extend(load_docs(&root(), &file).unwrap_or_else(|e| panic!("{e}")));
+            }
+        }
+    }
+    for (i, block) in readme_yaml_blocks().iter().enumerate() {
+        for (index, value) in parse_yaml_stream(block)
+            .unwrap_or_else(|e| panic!("README yaml block {i}: {e}"))
+            .into_iter()
+            .enumerate()
+            // A snippet that leaves the config out ("the same pluginConfig as the
+            // other plugins") shows the placement only.
+            .filter(|(_, v)| v["kind"] != "WasmPlugin" || v["spec"].get("pluginConfig").is_some())
+        {
+            docs.push(Doc {
+                file: format!("istio/README.md block {i}"),
+                index,
+                value,
+            });
+        }
+    }
+    docs
+}
+
+#[test]
+fn every_shipped_and_rendered_wasm_plugin_is_scoped_by_hosts() {
+    let shipped = every_yaml_document_under_istio();
+    let plugins = of_kind(&shipped, "WasmPlugin");
+    // app, gateway, gateway-api, both controllers, the guide's example.
+    assert!(plugins.len() >= 6, "{}", plugins.len());
+    for file in [
+        "istio/controllers/flagger.yaml",
+        "istio/controllers/argo-rollouts.yaml",
+    ] {
+        assert!(plugins.iter().any(|p| p.file == file), "{file}");
+    }
+    let errors: Vec<String> = shipped.iter().flat_map(wasm_plugin_scope_errors).collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+
+    // As `make istio-manifests` renders them, with the shipped config and with a
+    // config of the user's that sets no hosts (each manifest keeps its own).
+    let schemas = Schemas::load();
+    for plugin_config in [
+        None,
+        Some(
+            r#"{"versions": [{"name": "stable"}, {"name": "canary", "weight": 5}], "hash": {"header": "x-user-id"}}"#,
+        ),
+    ] {
+        let files = render(
+            &root(),
+            &schemas,
+            &RenderOptions {
+                image: "oci://registry.example.com/canary-router:1.0.0".into(),
+                sha256: None,
+                plugin_config: plugin_config.map(str::to_string),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        let docs = rendered_docs(&files);
+        assert_eq!(of_kind(&docs, "WasmPlugin").len(), 3);
+        let errors: Vec<String> = docs.iter().flat_map(wasm_plugin_scope_errors).collect();
+        assert!(errors.is_empty(), "{}", errors.join("\n"));
+    }
+
+    // The check itself: a plugin without hosts, with empty hosts, and a
+    // multi-rollout config with a rollout that matches every host, are caught.
+    let mut bare = plugins[0].clone();
+    let config = bare.value["spec"]["pluginConfig"]
+        .as_object_mut()
+        .expect("pluginConfig");
+    config.remove("hosts");
+    assert_eq!(wasm_plugin_scope_errors(&bare).len(), 1);
+    bare.value["spec"]["pluginConfig"]["hosts"] = json!([]);
+    assert!(wasm_plugin_scope_errors(&bare)[0].contains("spec.pluginConfig.hosts"));
+    let config = bare.value["spec"]["pluginConfig"]
+        .as_object_mut()
+        .expect("pluginConfig");
+    config.remove("hosts");
+    config.insert(
+        "rollouts".into(),
+        json!([
+            {"name": "a", "match": {"hosts": ["a.example.com"]}},
+            {"name": "b", "match": {"path_prefixes": ["/b/"]}}
+        ]),
+    );
+    let errors = wasm_plugin_scope_errors(&bare);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("spec.pluginConfig.rollouts[1].match.hosts"));
+    bare.value["spec"]["pluginConfig"]["rollouts"][1]["match"]["hosts"] = json!(["b.example.com"]);
+    assert!(wasm_plugin_scope_errors(&bare).is_empty());
+}
+
 #[test]
 fn every_manifest_validates_against_istio_crds_and_their_cel_rules() {
     let schemas = Schemas::load();

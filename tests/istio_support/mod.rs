@@ -9,6 +9,8 @@
 //! the field, so that a failing test says what to fix.
 #![allow(dead_code)]
 
+pub mod monitoring;
+
 use canary_router::config::Config;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -760,6 +762,53 @@ pub fn parse_plugin_config(plugin: &Doc) -> Result<Config, Vec<String>> {
     })
 }
 
+/// Why a WasmPlugin is not scoped to its service's hosts, if it is not: its
+/// `pluginConfig` needs a top-level `hosts` list, or (a config with several
+/// `rollouts`, issue 21) `match.hosts` in every rollout. A plugin runs on every
+/// request of the listeners it is attached to (a sidecar's outbound port, a
+/// gateway); without hosts it decides, counts and guards requests to every service
+/// there. Other kinds: nothing.
+pub fn wasm_plugin_scope_errors(doc: &Doc) -> Vec<String> {
+    if doc.kind() != "WasmPlugin" {
+        return Vec::new();
+    }
+    let config = &doc.value["spec"]["pluginConfig"];
+    let non_empty_list = |v: &Value| {
+        v.as_array().is_some_and(|l| {
+            !l.is_empty() && l.iter().all(|h| h.as_str().is_some_and(|h| !h.is_empty()))
+        })
+    };
+    let mut errors = Vec::new();
+    match config.get("rollouts") {
+        Some(rollouts) => {
+            let list = rollouts.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                errors.push("spec.pluginConfig.rollouts: a non-empty list".to_string());
+            }
+            for (i, r) in list.iter().enumerate() {
+                if !non_empty_list(&r["match"]["hosts"]) {
+                    errors.push(format!(
+                        "spec.pluginConfig.rollouts[{i}].match.hosts: missing or empty"
+                    ));
+                }
+            }
+        }
+        None if !non_empty_list(&config["hosts"]) => {
+            errors.push("spec.pluginConfig.hosts: missing or empty".to_string())
+        }
+        None => {}
+    }
+    errors
+        .into_iter()
+        .map(|e| {
+            format!(
+                "{}: {e}: the plugin would decide, count and guard requests to every service it sees",
+                doc.id()
+            )
+        })
+        .collect()
+}
+
 // ---- Cross-checks -------------------------------------------------------------------
 
 /// The tag keys in the filter's metric names (`version=.=V;.;...`): what
@@ -1215,6 +1264,7 @@ pub struct RenderOptions {
 }
 
 /// A rendered file: its path relative to the output directory and its text.
+#[derive(Debug, Clone)]
 pub struct Rendered {
     pub path: String,
     pub text: String,
@@ -1442,48 +1492,21 @@ pub fn render(
         });
     }
 
-    // Monitoring: the metric prefix and the baseline's name come from the config.
-    let prefix = &config.metrics_prefix;
-    let rename = |text: &str| -> String {
-        let mut t = text.to_string();
-        for metric in [
-            "requests_total",
-            "responses_total",
-            "grpc_responses_total",
-            "request_duration_milliseconds",
-            "weight_basis_points",
-            "guard_tripped",
-        ] {
-            t = t.replace(&format!("canary_{metric}"), &format!("{prefix}_{metric}"));
-        }
-        t.replace("canary:", &format!("{prefix}:"))
+    // Monitoring: the metric prefix and the baseline's name come from the config;
+    // the service is the shipped app's (`make monitoring` renders for another).
+    let target = monitoring::Target {
+        prefix: config.metrics_prefix.clone(),
+        baseline: baseline.clone(),
+        ..monitoring::Target::default()
     };
-    let rules = fs::read_to_string(root.join("istio/monitoring/prometheus-rules.yaml"))
-        .map_err(|e| vec![e.to_string()])?;
-    let rules = rename(&rules)
-        .replace("version=\"stable\"", &format!("version=\"{baseline}\""))
-        .replace("version!=\"stable\"", &format!("version!=\"{baseline}\""));
+    let read = |file: &str| fs::read_to_string(root.join(file)).map_err(|e| vec![e.to_string()]);
     files.push(Rendered {
         path: "monitoring/prometheus-rules.yaml".into(),
-        text: rules,
+        text: monitoring::render_istio_rules(&read(monitoring::ISTIO_RULES)?, &target)?,
     });
-    let dashboard = fs::read_to_string(root.join("istio/monitoring/grafana-dashboard.json"))
-        .map_err(|e| vec![e.to_string()])?;
-    let mut dashboard = rename(&dashboard);
-    if prefix != "canary" {
-        dashboard = dashboard
-            .replace(
-                "\"uid\": \"canary-router\"",
-                &format!("\"uid\": \"canary-router-{prefix}\""),
-            )
-            .replace(
-                "\"title\": \"canary-router\"",
-                &format!("\"title\": \"canary-router ({prefix})\""),
-            );
-    }
     files.push(Rendered {
         path: "monitoring/grafana-dashboard.json".into(),
-        text: dashboard,
+        text: monitoring::render_dashboard(&read(monitoring::DASHBOARD)?, &target)?,
     });
     let values = fs::read_to_string(root.join(STAT_TAGS_FILE)).map_err(|e| vec![e.to_string()])?;
     files.push(Rendered {
@@ -1569,6 +1592,9 @@ pub fn selectors(expr: &str, prefixes: &[&str]) -> Vec<Selector> {
 }
 
 /// What the filter exports with prefix `p` (Prometheus names) and the labels each has.
+/// Every series but the config health ones may carry `rollout` too: a config with
+/// several `rollouts` labels each series with its rollout (issue 21); a
+/// single-rollout config's series have none, which PromQL reads as empty.
 pub fn exported_metrics(p: &str) -> BTreeMap<String, BTreeSet<&'static str>> {
     let mut m = BTreeMap::new();
     m.insert(
@@ -1596,6 +1622,9 @@ pub fn exported_metrics(p: &str) -> BTreeMap<String, BTreeSet<&'static str>> {
         BTreeSet::from(["version"]),
     );
     m.insert(format!("{p}_guard_tripped"), BTreeSet::from(["version"]));
+    for labels in m.values_mut() {
+        labels.insert("rollout");
+    }
     // Config health: always under the default prefix, no tags (issue 12).
     for name in [
         canary_router::metrics::CONFIG_REJECTED_TOTAL,
@@ -1703,8 +1732,9 @@ pub fn istio_standard_metrics() -> BTreeMap<&'static str, BTreeSet<&'static str>
 
 /// Checks the Istio selectors of a PromQL expression: known metrics and labels,
 /// and always one service's responses as its own sidecars report them
-/// (`reporter="destination"`, `destination_service_name`), so that other services
-/// and the client side's duplicate reports never mix in.
+/// (`reporter="destination"`, `destination_service_name` and
+/// `destination_service_namespace`), so that other services (also a namesake in
+/// another namespace) and the client side's duplicate reports never mix in.
 pub fn check_istio_selectors(expr: &str) -> Vec<String> {
     let known = istio_standard_metrics();
     let mut errors = Vec::new();
@@ -1729,11 +1759,10 @@ pub fn check_istio_selectors(expr: &str) -> Vec<String> {
                 s.metric
             ));
         }
-        if !has("destination_service_name", "=", None) {
-            errors.push(format!(
-                "{}: not scoped to one destination_service_name",
-                s.metric
-            ));
+        for label in ["destination_service_name", "destination_service_namespace"] {
+            if !has(label, "=", None) {
+                errors.push(format!("{}: not scoped to one {label}", s.metric));
+            }
         }
     }
     errors
