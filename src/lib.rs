@@ -16,7 +16,7 @@
 
 pub use canary_router_core::{
     bucket, config, decide, fallback, grpc, guard, hosts, ip, metrics, pick, request, schedule,
-    trust, units,
+    trust, units, visitor,
 };
 
 #[cfg(target_arch = "wasm32")]

@@ -15,6 +15,7 @@ mod schema;
 mod simulate;
 mod time;
 mod validate;
+mod visitors;
 mod yaml;
 
 use args::{Cli, Command, Common, UsageError};

@@ -3,7 +3,7 @@
 use crate::args::Common;
 use crate::time::format_rfc3339;
 use crate::{load, print, Failure, Loaded};
-use canary_router::config::{format_basis_points, Config, ConfigError, Weight};
+use canary_router::config::{format_basis_points, Anonymous, Config, ConfigError, Weight};
 use canary_router::schedule::format_duration;
 use serde_json::{json, Value};
 
@@ -14,6 +14,15 @@ pub fn run(common: &Common) -> Result<(), Failure> {
     } else {
         print(&format!("{}\n", summary(&loaded)));
     }
+    // Valid, but something in it has no effect: said on standard error, exit 0 (the
+    // filter takes the config as it is).
+    let warnings: String = loaded
+        .config
+        .warnings()
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect();
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), warnings.as_bytes());
     Ok(())
 }
 
@@ -130,8 +139,15 @@ pub fn summary(loaded: &Loaded) -> String {
         ),
         None => versions_text(config, &weights),
     };
+    let visitors = match config.anonymous {
+        Anonymous::Cookie => format!(
+            "new visitors get an ID in cookie {}; ",
+            crate::visitors::cookie_text(config)
+        ),
+        Anonymous::Random | Anonymous::Baseline => String::new(),
+    };
     format!(
-        "valid: {} version{}{when}: {}; {}",
+        "valid: {} version{}{when}: {}; {visitors}{}",
         config.versions.len(),
         if config.versions.len() == 1 { "" } else { "s" },
         versions,
@@ -174,5 +190,15 @@ fn summary_json(loaded: &Loaded) -> Value {
         "buckets": config.buckets,
         "pick": config.hash.pick.as_ref().map(|p| json!({"header": p.header, "total": p.total})),
         "guard": guard,
+        "anonymous": match config.anonymous {
+            Anonymous::Random => "random",
+            Anonymous::Baseline => "baseline",
+            Anonymous::Cookie => "cookie",
+        },
+        "visitor_cookie": (config.anonymous == Anonymous::Cookie).then(|| json!({
+            "name": config.hash.cookie,
+            "set_cookie_attributes": config.hash.set_cookie_attributes,
+        })),
+        "warnings": config.warnings().iter().map(|w| json!({ "field": w.field, "message": w.message })).collect::<Vec<_>>(),
     })
 }

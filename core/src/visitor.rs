@@ -80,12 +80,23 @@ pub fn cookie_with_id(headers: &SerializedHeaders, name: &str, id: &[u8]) -> Vec
     out
 }
 
-/// A request that is issued `id` if it needs one: what the command-line tool and the
-/// tests decide with. (The filter's own request draws its ID from the host.)
+/// True if the request may be issued a visitor ID: anything but a gRPC call (by its
+/// `content-type`), whose client is no browser and keeps no cookie. A gRPC call
+/// without a user ID is drawn as with `anonymous: "random"`.
+#[inline]
+pub fn may_issue(request: &impl RequestFacts) -> bool {
+    !request
+        .header("content-type")
+        .is_some_and(crate::grpc::is_grpc_content_type)
+}
+
+/// A request that is issued `id`, if any, when it needs one: what the command-line
+/// tool and the tests decide with. (The filter's own request draws its ID from the
+/// host.)
 #[derive(Debug, Clone, Copy)]
 pub struct WithVisitorId<'a, R> {
     pub request: R,
-    pub id: &'a [u8],
+    pub id: Option<&'a [u8]>,
 }
 
 impl<R: RequestFacts> RequestFacts for WithVisitorId<'_, R> {
@@ -106,7 +117,7 @@ impl<R: RequestFacts> RequestFacts for WithVisitorId<'_, R> {
 
     #[inline]
     fn issue_visitor_id(&self) -> Option<&[u8]> {
-        Some(self.id)
+        self.id
     }
 }
 
@@ -159,6 +170,29 @@ mod tests {
             }
         }
         bits.to_be_bytes()
+    }
+
+    #[test]
+    fn grpc_calls_are_issued_no_id() {
+        for (content_type, may) in [
+            (None, true),
+            (Some("text/html"), true),
+            (Some("application/json"), true),
+            (Some("application/grpc"), false),
+            (Some("application/grpc+proto"), false),
+            // A browser's gRPC-Web call keeps cookies like any fetch.
+            (Some("application/grpc-web"), true),
+        ] {
+            let bytes = match content_type {
+                Some(ct) => serialize_headers(&[(b"content-type", ct.as_bytes())]),
+                None => serialize_headers(&[]),
+            };
+            assert_eq!(
+                may_issue(&SerializedHeaders::new(&bytes)),
+                may,
+                "{content_type:?}"
+            );
+        }
     }
 
     #[test]
@@ -275,7 +309,7 @@ mod tests {
                 &armed,
                 &WithVisitorId {
                     request: SerializedHeaders::new(&[]),
-                    id: &id,
+                    id: Some(&id),
                 },
                 &mut Rng::new(1),
             )
@@ -414,7 +448,7 @@ mod tests {
                 &routing,
                 &WithVisitorId {
                     request: SerializedHeaders::new(&[]),
-                    id: &id,
+                    id: Some(&id),
                 },
                 &mut Rng::new(1),
             );

@@ -47,7 +47,7 @@ impl SameSite {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(feature = "schema", schemars(rename = "CookieAttributes", extend(
     "if" = { "required": ["same_site"], "properties": { "same_site": { "const": "None" } } },
-    "then" = { "properties": { "secure": { "const": true } } }
+    "then" = { "properties": { "secure": { "not": { "const": false } } } }
 )))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCookieAttributes {
