@@ -149,7 +149,7 @@ lint: wasm-target
 	$(CARGO) clippy --all-targets --target $(WASM_TARGET) -- -D warnings
 	@# The CLI's dependencies (and the schema derives) must never reach the .wasm:
 	@# clap and clap_complete (arguments), saphyr-parser (YAML), any serde_yaml fork,
-	@# and serde_json (the filter reads its config with core/src/config/json.rs).
+	@# and serde_json (the filter reads its config with core/src/config/json/).
 	@if $(CARGO) tree -p canary-router --target $(WASM_TARGET) -e normal --prefix none \
 		| grep -E '^(schemars|serde_json|serde_yaml|serde_yaml_ng|serde_norway|clap[a-z_]*|saphyr[a-z_-]*|canary-router-cli) '; then \
 		echo "lint: a CLI dependency reached the .wasm build"; exit 1; fi

@@ -8,7 +8,7 @@
 //! within CEL's reach is refused, naming exactly the fields pinned below, each one a
 //! field `canary-router validate` names too (or a more precise path of it). The
 //! fixtures CEL cannot judge are listed with the reason; they are what only
-//! `canary-router validate` checks (README).
+//! `canary-router validate` checks (docs/istio.md#validating-before-it-reaches-the-mesh).
 
 mod cli_support;
 mod istio_support;

@@ -1,7 +1,7 @@
 //! The built `canary-router` binary, run as operators run it: on the shared fixtures
 //! (`tests/fixtures/configs/{good,bad}`), which it must accept and reject exactly as
 //! the filter's parser does; against the committed `config.schema.json` and the
-//! README's configuration reference, which must never drift from the config types;
+//! configuration reference (docs/configuration.md), which must never drift from the config types;
 //! and each command's output and exit codes.
 //!
 //! Runs `target/release/canary-router` (`make cli`; see tests/cli_support).
@@ -264,13 +264,13 @@ fn schema_fields(
     }
 }
 
-/// The rows of the README's configuration reference: field -> default cell.
-fn readme_fields() -> BTreeMap<String, String> {
-    let readme = fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let start = readme
-        .find("## Configuration reference")
-        .expect("a Configuration reference section");
-    let section = &readme[start..];
+/// The rows of the configuration reference's table (docs/configuration.md, section
+/// "Fields"): field -> default cell.
+fn reference_fields() -> BTreeMap<String, String> {
+    let page = fs::read_to_string(repo_root().join("docs/configuration.md"))
+        .expect("docs/configuration.md");
+    let start = page.find("\n## Fields\n").expect("a Fields section") + 1;
+    let section = &page[start..];
     let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
     let mut rows = BTreeMap::new();
     for line in section[..end].lines() {
@@ -285,46 +285,49 @@ fn readme_fields() -> BTreeMap<String, String> {
         let default = cells.get(2).copied().unwrap_or_default().to_string();
         rows.insert(normalize(field), default);
     }
-    assert!(rows.len() > 20, "README table not found: {rows:?}");
+    assert!(
+        rows.len() > 20,
+        "docs/configuration.md: fields table not found: {rows:?}"
+    );
     rows
 }
 
 #[test]
-fn the_readme_documents_every_field_of_the_schema_and_no_other() {
+fn the_configuration_reference_documents_every_field_of_the_schema_and_no_other() {
     let schema = committed_schema();
     let mut fields = BTreeMap::new();
     schema_fields(&schema, &schema, "", &mut fields);
-    let documented = readme_fields();
+    let documented = reference_fields();
     let in_schema: BTreeSet<&String> = fields.keys().collect();
-    let in_readme: BTreeSet<&String> = documented.keys().collect();
-    let undocumented: Vec<_> = in_schema.difference(&in_readme).collect();
-    let unknown: Vec<_> = in_readme.difference(&in_schema).collect();
+    let in_reference: BTreeSet<&String> = documented.keys().collect();
+    let undocumented: Vec<_> = in_schema.difference(&in_reference).collect();
+    let unknown: Vec<_> = in_reference.difference(&in_schema).collect();
     assert!(
         undocumented.is_empty(),
-        "fields of the config missing from the README's configuration reference table: {undocumented:?}"
+        "fields of the config missing from docs/configuration.md's fields table: {undocumented:?}"
     );
     assert!(
         unknown.is_empty(),
-        "the README's configuration reference documents fields the config does not have: {unknown:?}"
+        "docs/configuration.md documents fields the config does not have: {unknown:?}"
     );
     for (field, (required, default)) in &fields {
         let cell = &documented[field];
         if *required {
             assert!(
                 cell.starts_with("required"),
-                "{field} is required in the schema; the README says `{cell}`"
+                "{field} is required in the schema; docs/configuration.md says `{cell}`"
             );
         } else {
             assert!(
                 cell == "required for `i ≥ 1`" || !cell.starts_with("required"),
-                "{field} is optional in the schema; the README says `{cell}`"
+                "{field} is optional in the schema; docs/configuration.md says `{cell}`"
             );
         }
         if let Some(default) = default {
             let want = format!("`{}`", serde_json::to_string(default).expect("JSON"));
             assert_eq!(
                 cell, &want,
-                "{field}: the README's default differs from the schema's"
+                "{field}: docs/configuration.md's default differs from the schema's"
             );
         }
     }

@@ -936,7 +936,7 @@ fn config_parsing_of_config_shaped_json_never_panics_and_accepted_configs_hold_e
                     for e in &errors {
                         ensure!(!e.message.is_empty(), "an error without a message: {e:?}");
                         let top = e.field.split(['.', '[']).next().unwrap_or("");
-                        // The JSON reader (core/src/config/json.rs) says `?` where a
+                        // The JSON reader (core/src/config/json/) says `?` where a
                         // syntax error leaves the key unknown; the message then gives
                         // line and column.
                         let top = if top == "?" && e.message.contains(" at line ") {

@@ -25,7 +25,7 @@ use clap::{CommandFactory, Parser};
 use std::io::Write;
 use std::process::ExitCode;
 
-/// Exit codes, as documented in `--help` and the README.
+/// Exit codes, as documented in `--help` and docs/cli.md#exit-codes.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_INVALID_CONFIG: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;

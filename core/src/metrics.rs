@@ -4,7 +4,7 @@
 //! `version=.=canary;.;reason=.=hash;.;canary_requests_total` becomes
 //! `canary_requests_total{version="canary",reason="hash"}` in Prometheus.
 
-use crate::config::{Anonymous, Config};
+use crate::config::{Anonymous, Config, WEIGHTED_VERSION};
 use crate::decide::Reason;
 use crate::grpc::{GrpcCode, CODE_NAMES};
 
@@ -98,12 +98,12 @@ pub struct MetricTable {
     weights: Vec<u32>,
     guard_tripped: Option<u32>,
     /// Pick mode: decisions the route's weights make, per reason, under the version
-    /// label [`crate::pick::WEIGHTED_VERSION`].
+    /// label [`WEIGHTED_VERSION`].
     weighted: Vec<u32>,
     /// `anonymous: "cookie"`: visitor IDs issued per version.
     visitor_ids_issued: Vec<u32>,
     /// And in pick mode, those the route's weights decide, under the version label
-    /// [`crate::pick::WEIGHTED_VERSION`].
+    /// [`WEIGHTED_VERSION`].
     weighted_visitor_ids_issued: Option<u32>,
 }
 
@@ -166,7 +166,7 @@ impl MetricTable {
         }
         if config.hash.pick.is_some() {
             for reason in WEIGHTED_REASONS {
-                let name = requests_total_name(prefix, crate::pick::WEIGHTED_VERSION, reason);
+                let name = requests_total_name(prefix, WEIGHTED_VERSION, reason);
                 table
                     .weighted
                     .push(sink.define(MetricKind::Counter, &name)?);
@@ -180,7 +180,7 @@ impl MetricTable {
                     .push(sink.define(MetricKind::Counter, &name)?);
             }
             if config.hash.pick.is_some() {
-                let name = visitor_ids_issued_total_name(prefix, crate::pick::WEIGHTED_VERSION);
+                let name = visitor_ids_issued_total_name(prefix, WEIGHTED_VERSION);
                 table.weighted_visitor_ids_issued = Some(sink.define(MetricKind::Counter, &name)?);
             }
         }
@@ -189,7 +189,7 @@ impl MetricTable {
 
     /// The counter of visitor IDs issued to requests that went to `version`;
     /// `weighted`: pick mode, where the route's weights chose (counted under
-    /// [`crate::pick::WEIGHTED_VERSION`]).
+    /// [`WEIGHTED_VERSION`]).
     #[inline]
     pub fn visitor_id_issued(&self, version: usize, weighted: bool) -> Option<u32> {
         if weighted {

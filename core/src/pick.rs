@@ -28,31 +28,20 @@
 //! with any allowed bucket count); otherwise a destination is off by less than one
 //! bucket.
 
+// The config side of pick mode (`hash.pick_header`, `hash.pick_total`) is in
+// config/pick.rs, which the config's sections import without importing this module;
+// re-exported here, where it was first defined.
+pub use crate::config::{PickConfig, DEFAULT_PICK_TOTAL, MAX_PICK_TOTAL, WEIGHTED_VERSION};
+
 use crate::config::Config;
 use crate::decide::{decide, Assignment, Reason, Rng, Routing};
 use crate::request::RequestFacts;
 
-/// The default `hash.pick_total`: Istio, Flagger and Argo Rollouts weigh in percent.
-pub const DEFAULT_PICK_TOTAL: u64 = 100;
-/// The largest `hash.pick_total`: Envoy's weights are u32 and so is their sum.
-pub const MAX_PICK_TOTAL: u64 = u32::MAX as u64;
 /// The value written for requests the baseline must serve (a tripped guard,
 /// `anonymous: "baseline"`): it falls in the FIRST destination's range whenever that
 /// destination has a weight, which is the baseline in Flagger's `[primary, canary]`
 /// order and in Argo Rollouts' `[stable, canary]` examples.
 pub const BASELINE_PICK: u64 = 0;
-/// The `version` label of decisions the route's weights make (hashed and anonymous
-/// requests in pick mode): the filter cannot know the destination when it decides.
-pub const WEIGHTED_VERSION: &str = "weighted";
-
-/// `hash.pick_header` and `hash.pick_total`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PickConfig {
-    /// Lower-case header name.
-    pub header: String,
-    /// The sum of the route's weights, 1..=[`MAX_PICK_TOTAL`].
-    pub total: u64,
-}
 
 /// The pick value of a bucket (1..=`buckets`), in `0..total`. Never panics: a bucket
 /// outside the range is clamped, a zero `buckets` or `total` gives 0.

@@ -1,6 +1,6 @@
 //! The proxy-wide guard state in shared data, and the weight and guard gauges.
 
-use super::root::{Active, Live};
+use super::state::{Active, Live};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use log::{info, warn};
 use proxy_wasm::hostcalls;

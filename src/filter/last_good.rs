@@ -3,7 +3,7 @@
 //! proxy's shared data.
 
 use super::host::HostMetrics;
-use super::root::Active;
+use super::state::Active;
 use crate::config::Config;
 use crate::fallback::{LoadHistory, OnBadConfig, ON_BAD_CONFIG_ENV};
 use crate::metrics::{MetricTable, CONFIG_REJECTED_TOTAL, CONFIG_SAFE_MODE, CONFIG_STALE};

@@ -26,11 +26,21 @@
 //! split and merges this worker's guard counts into the proxy-wide guard state in
 //! shared data (compare-and-swap). A failed response of the guarded version merges
 //! at once, so the guard trips as soon as the proxy has seen enough failures.
+//!
+//! The modules, each importing only those listed after it (no circle):
+//! - `root`: the root context ([`CanaryRoot`]): loads the config, ticks;
+//! - `request`: the HTTP context, one per request;
+//! - `guard_sync`: the proxy-wide guard state in shared data, the gauges;
+//! - `last_good`: config health, the last good config;
+//! - `state`: what they share: the loaded config (`Active`) and what changes while
+//!   it is loaded (`Live`);
+//! - `host`: host helpers (clock, seed, metric definition, header map read).
 
 mod guard_sync;
 mod host;
 mod last_good;
 mod request;
 mod root;
+mod state;
 
 pub use root::CanaryRoot;

@@ -3,7 +3,7 @@
 
 use super::guard_sync::sync_guard;
 use super::host::{generated_locally, now_ms, request_header_map, unix_ms};
-use super::root::{Active, Live};
+use super::state::{Active, Live};
 use crate::config::Config;
 use crate::decide::{decide, Reason, Rng};
 use crate::fallback::SafeMode;

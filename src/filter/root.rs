@@ -8,6 +8,7 @@ use super::last_good::{
     HISTORY,
 };
 use super::request::CanaryRequest;
+use super::state::{Active, Live};
 use crate::config::{format_basis_points, Config, ConfigError};
 use crate::decide::{Rng, Routing};
 use crate::fallback::{Fallback, OnBadConfig, SafeMode, ON_BAD_CONFIG_ENV};
@@ -23,26 +24,6 @@ use std::time::Duration;
 
 /// How often ramps and the guard are brought up to date, when configured.
 const TICK: Duration = Duration::from_millis(100);
-
-/// A config that passed validation, with its metrics defined in this VM.
-pub(super) struct Active {
-    /// The config as Envoy handed it over: what other VMs parse again if they
-    /// must fall back to it.
-    pub(super) text: Vec<u8>,
-    pub(super) config: Config,
-    pub(super) metrics: MetricTable,
-    /// Shared-data key of the proxy-wide guard state of this config.
-    pub(super) guard_key: String,
-}
-
-/// What changes while a config is loaded, per worker.
-pub(super) struct Live {
-    pub(super) routing: Routing,
-    /// The weights last published to the gauges.
-    pub(super) weights: Vec<u32>,
-    /// Guard counts not yet merged into the shared state.
-    pub(super) pending: Pending,
-}
 
 /// One per plugin and worker thread: owns the parsed config.
 pub struct CanaryRoot {

@@ -8,7 +8,7 @@ use super::json::{self, Json};
 #[cfg(feature = "schema")]
 use super::names::HEADER_NAME_PATTERN;
 use super::names::{checked_cookie_name, checked_header_name};
-use crate::pick::{PickConfig, DEFAULT_PICK_TOTAL, MAX_PICK_TOTAL};
+use super::pick::{PickConfig, DEFAULT_PICK_TOTAL, MAX_PICK_TOTAL};
 use serde::Deserialize;
 
 pub const DEFAULT_BUCKETS: u32 = 10_000;

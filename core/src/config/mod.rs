@@ -17,6 +17,7 @@ pub(crate) mod json;
 mod metrics;
 mod names;
 mod overrides;
+mod pick;
 mod schedule;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ pub use self::hosts::MAX_HOSTS;
 pub use self::metrics::{MetricsConfig, DEFAULT_METRICS_PREFIX};
 pub use self::names::MAX_VERSION_NAME_LEN;
 pub use self::overrides::{OverrideConfig, TokenConfig, MAX_TOKEN_VALUES, MIN_TOKEN_LEN};
+pub use self::pick::{PickConfig, DEFAULT_PICK_TOTAL, MAX_PICK_TOTAL, WEIGHTED_VERSION};
 pub use self::users::UserIndex;
 pub use self::versions::{Split, Version, Weight, MAX_VERSIONS};
 pub use crate::hosts::Hosts;

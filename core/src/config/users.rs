@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 /// `users` as written: version name -> user IDs, in name order; a name given
 /// twice keeps its last list, as with any JSON object read into a map. A list
 /// rather than a map type: the filter only walks it once, and a map type would
-/// add its code to the `.wasm` (config/json.rs builds it).
+/// add its code to the `.wasm` (config/json/ builds it).
 pub(super) struct UserLists(pub(super) Vec<(String, Vec<String>)>);
 
 // The serde shape, for the reference the reader is tested against and for the

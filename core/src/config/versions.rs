@@ -167,7 +167,7 @@ pub(super) fn validate_versions(
                 format!("hash.pick_header is set: the route's weights decide, so a version has no {what}"),
             ));
         }
-        if pick_mode && v.name == crate::pick::WEIGHTED_VERSION {
+        if pick_mode && v.name == super::pick::WEIGHTED_VERSION {
             errors.push(ConfigError::new(
                 format!("{field}.name"),
                 format!("`{}` is the metric label of the decisions the route's weights make in pick mode: choose another name", v.name),
