@@ -1008,7 +1008,7 @@ fn simulate_counts_new_and_returning_visitors() {
         ],
         Some(ramp.as_bytes()),
     );
-    let v: Value = serde_json::from_str(&stdout(&o)).expect(&stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}", stderr(&o)));
     let moved = v["returning"]["visitors_who_saw_another_version"]
         .as_u64()
         .unwrap();
@@ -1038,7 +1038,7 @@ fn simulate_counts_new_and_returning_visitors() {
         ],
         Some(random.as_bytes()),
     );
-    let v: Value = serde_json::from_str(&stdout(&o)).expect(&stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}", stderr(&o)));
     let moved = v["returning"]["visitors_who_saw_another_version"]
         .as_u64()
         .unwrap();
