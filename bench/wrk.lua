@@ -6,6 +6,9 @@
 -- user IDs is listed in any config's `users`, so the large config (e) does the
 -- same work as the typical one (d) plus the cost of its size.
 --
+-- With the script argument `first-visits` (`wrk ... -- first-visits`) every request
+-- carries neither: a new visitor, which `anonymous: "cookie"` issues an ID.
+--
 -- done() prints one JSON line that bench/bench.py parses.
 
 local pool = {}
@@ -19,6 +22,7 @@ local function user_id(n)
 end
 
 function init(args)
+  local first_visits = args[1] == "first-visits"
   local base = {
     ["user-agent"] = "wrk-canary-bench",
     ["accept"] = "*/*",
@@ -27,7 +31,9 @@ function init(args)
     local h = {}
     for k, v in pairs(base) do h[k] = v end
     local kind = n % 100
-    if kind < 3 then
+    if first_visits then
+      -- no user ID, no override, no cookie
+    elseif kind < 3 then
       h["x-canary"] = "canary"
     elseif kind >= 6 then
       h["x-user-id"] = user_id(n)
