@@ -177,8 +177,6 @@ impl CookieAttributes {
     }
 }
 
-const FIELD: &str = "hash.cookie_attributes";
-
 #[cold]
 #[inline(never)]
 pub(super) fn validate_cookie_attributes(
@@ -192,14 +190,14 @@ pub(super) fn validate_cookie_attributes(
             // Max-Age 0 tells the browser to delete the cookie at once.
             Ok(ms) if ms < 1000 => {
                 errors.push(ConfigError::new(
-                    format!("{FIELD}.max_age"),
+                    "hash.cookie_attributes.max_age",
                     "must be at least 1s: a cookie with Max-Age=0 is deleted at once",
                 ));
                 defaults.max_age_ms
             }
             Ok(ms) => ms,
             Err(message) => {
-                errors.push(ConfigError::new(format!("{FIELD}.max_age"), message));
+                errors.push(ConfigError::new("hash.cookie_attributes.max_age", message));
                 defaults.max_age_ms
             }
         },
@@ -208,21 +206,21 @@ pub(super) fn validate_cookie_attributes(
         None => defaults.path,
         Some(path) => {
             if let Some(problem) = path_problem(&path) {
-                errors.push(ConfigError::new(format!("{FIELD}.path"), problem));
+                errors.push(ConfigError::new("hash.cookie_attributes.path", problem));
             }
             path
         }
     };
     let domain = raw.domain.inspect(|domain| {
         if let Some(problem) = domain_problem(domain) {
-            errors.push(ConfigError::new(format!("{FIELD}.domain"), problem));
+            errors.push(ConfigError::new("hash.cookie_attributes.domain", problem));
         }
     });
     let same_site = raw.same_site.unwrap_or_default();
     let secure = raw.secure.unwrap_or(true);
     if same_site == SameSite::Unrestricted && !secure {
         errors.push(ConfigError::new(
-            format!("{FIELD}.same_site"),
+            "hash.cookie_attributes.same_site",
             "\"None\" needs secure: true: browsers drop a SameSite=None cookie that is not Secure",
         ));
     }
@@ -237,25 +235,17 @@ pub(super) fn validate_cookie_attributes(
 }
 
 /// A path attribute: `/` then visible ASCII without `;` (which would end the
-/// attribute and start another).
+/// attribute and start another), at most [`MAX_COOKIE_ATTRIBUTE_LEN`] bytes.
 fn path_problem(path: &str) -> Option<String> {
-    let shown = || escape_text(path, true);
-    if !path.starts_with('/') {
-        return Some(format!("`{}` does not start with /", shown()));
-    }
-    if path.len() > MAX_COOKIE_ATTRIBUTE_LEN {
-        return Some(format!(
-            "{} characters; at most {MAX_COOKIE_ATTRIBUTE_LEN} are allowed",
-            path.len()
-        ));
-    }
-    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
-        return Some(format!(
-            "`{}` has characters a cookie path cannot hold: use visible ASCII without ; or spaces",
-            shown()
-        ));
-    }
-    None
+    let ok = path.starts_with('/')
+        && path.len() <= MAX_COOKIE_ATTRIBUTE_LEN
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+    (!ok).then(|| {
+        format!(
+            "`{}` is not a cookie path: / then visible ASCII without ; or spaces, at most 1024 characters",
+            escape_text(path, true)
+        )
+    })
 }
 
 /// A domain attribute: a DNS name (letters, digits and hyphens in labels of 1 to 63
@@ -331,16 +321,16 @@ mod tests {
         for (attributes, expected) in [
             (
                 r#"{"path":"/; Domain=evil.com"}"#,
-                "hash.cookie_attributes.path: `/; Domain=evil.com` has characters a cookie path cannot hold",
+                "hash.cookie_attributes.path: `/; Domain=evil.com` is not a cookie path: / then visible ASCII without ; or spaces, at most 1024 characters",
             ),
             (
                 r#"{"path":"/a\r\nSet-Cookie: x=1"}"#,
-                "hash.cookie_attributes.path: `/a\\r\\nSet-Cookie: x=1` has characters",
+                "hash.cookie_attributes.path: `/a\\r\\nSet-Cookie: x=1` is not a cookie path",
             ),
-            (r#"{"path":"/a b"}"#, "hash.cookie_attributes.path: `/a b` has characters"),
-            (r#"{"path":"/é"}"#, "hash.cookie_attributes.path: `/é` has characters"),
-            (r#"{"path":"shop"}"#, "hash.cookie_attributes.path: `shop` does not start with /"),
-            (r#"{"path":""}"#, "hash.cookie_attributes.path: `` does not start with /"),
+            (r#"{"path":"/a b"}"#, "hash.cookie_attributes.path: `/a b` is not a cookie path"),
+            (r#"{"path":"/é"}"#, "hash.cookie_attributes.path: `/é` is not a cookie path"),
+            (r#"{"path":"shop"}"#, "hash.cookie_attributes.path: `shop` is not a cookie path"),
+            (r#"{"path":""}"#, "hash.cookie_attributes.path: `` is not a cookie path"),
             (
                 r#"{"domain":"example.com; Secure"}"#,
                 "hash.cookie_attributes.domain: `example.com; Secure` is not a domain name",
@@ -373,7 +363,7 @@ mod tests {
             assert_rejected(&with(attributes), expected);
         }
         let long = format!(r#"{{"path":"/{}"}}"#, "a".repeat(1024));
-        assert_rejected(&with(&long), "hash.cookie_attributes.path: 1025 characters");
+        assert_rejected(&with(&long), "is not a cookie path");
         let labels = vec!["a".repeat(63); 4];
         let long = format!(r#"{{"domain":"{}.com"}}"#, labels.join("."));
         assert_rejected(&with(&long), "hash.cookie_attributes.domain:");
