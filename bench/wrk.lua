@@ -9,6 +9,9 @@
 -- With BENCH_HOSTS=N in the environment (issue 21's configurations), each block of
 -- 100 requests goes to the next of N service hosts, svc000.example.com onward.
 --
+-- With the script argument `first-visits` (`wrk ... -- first-visits`) every request
+-- carries neither: a new visitor, which `anonymous: "cookie"` issues an ID.
+--
 -- done() prints one JSON line that bench/bench.py parses.
 
 local pool = {}
@@ -23,6 +26,7 @@ end
 
 function init(args)
   local hosts = tonumber(os.getenv("BENCH_HOSTS") or "0") or 0
+  local first_visits = args[1] == "first-visits"
   local base = {
     ["user-agent"] = "wrk-canary-bench",
     ["accept"] = "*/*",
@@ -34,7 +38,9 @@ function init(args)
       h["Host"] = string.format("svc%03d.example.com", math.floor(n / 100) % hosts)
     end
     local kind = n % 100
-    if kind < 3 then
+    if first_visits then
+      -- no user ID, no override, no cookie
+    elseif kind < 3 then
       h["x-canary"] = "canary"
     elseif kind >= 6 then
       h["x-user-id"] = user_id(n)

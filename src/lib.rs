@@ -16,7 +16,7 @@
 
 pub use canary_router_core::{
     bucket, config, decide, fallback, grpc, guard, hosts, ip, metrics, pick, request, router,
-    schedule, trust, units,
+    schedule, trust, units, visitor,
 };
 
 #[cfg(target_arch = "wasm32")]

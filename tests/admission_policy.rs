@@ -292,7 +292,11 @@ fn every_good_fixture_and_every_shipped_wasm_plugin_is_admitted() {
 }
 
 /// The bad fixtures only `canary-router validate` judges, and why.
-const BEYOND_CEL: [(&str, &str); 9] = [
+const BEYOND_CEL: [(&str, &str); 10] = [
+    (
+        "cookie-attributes-max-age.yaml",
+        "durations of hash.cookie_attributes.max_age: validate only",
+    ),
     ("empty.json", "not a JSON object: the CRD's schema (an object) refuses it"),
     ("not-an-object.json", "not a JSON object: the CRD's schema refuses it"),
     ("trailing-comma.json", "not JSON: no Kubernetes object can carry it"),
@@ -322,6 +326,15 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
     // Fixture -> the fields the policy's messages name, in order.
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
         ("anonymous-unknown.yaml", &["anonymous"][..]),
+        ("anonymous-cookie-without-cookie.json", &["anonymous"][..]),
+        (
+            "cookie-attributes-errors.json",
+            &[
+                "hash.cookie_attributes.path",
+                "hash.cookie_attributes.domain",
+                "hash.cookie_attributes.same_site",
+            ][..],
+        ),
         (
             "bad-header-and-cookie-names.json",
             &[

@@ -12,6 +12,7 @@ use canary_router::grpc::is_grpc_content_type;
 use canary_router::pick::decide_pick;
 use canary_router::request::{serialize_headers, KnownSource, RequestFacts, SerializedHeaders};
 use canary_router::trust::token_matches;
+use canary_router::visitor::{cookie_with_id, set_cookie_value, WithVisitorId};
 use serde_json::json;
 
 /// The header map: `--host` and `--path` as `:authority` and `:path` (pseudo-headers
@@ -71,10 +72,17 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         guard_tripped: options.guard_tripped,
     };
     let rng = Rng::new(options.seed.unwrap_or(1));
-    let assignment = decide(config, &routing, &request, &mut rng.clone());
+    // anonymous: "cookie": the ID the filter would issue, one the seed stands in for.
+    let issued = crate::visitors::would_issue(config, &request)
+        .then(|| crate::visitors::sample_id(&mut Rng::new(options.seed.unwrap_or(1))));
+    let facts = WithVisitorId {
+        request,
+        id: issued.as_ref().map(|id| &id[..]),
+    };
+    let assignment = decide(config, &routing, &facts, &mut rng.clone());
     // Pick mode: the filter's pick-mode decision, and what it writes.
     let picked = config.hash.pick.as_ref().map(|pick| {
-        let (a, write) = decide_pick(config, pick, &routing, &request, &mut rng.clone());
+        let (a, write) = decide_pick(config, pick, &routing, &facts, &mut rng.clone());
         (pick, a, write)
     });
     let mut assignment = picked.as_ref().map_or(assignment, |(_, a, _)| *a);
@@ -89,14 +97,22 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             guard_tripped: false,
             ..routing.clone()
         },
-        &request,
+        &facts,
         &mut rng.clone(),
     );
+    let issued = issued.as_ref().map(|id| &id[..]);
     let version = config
         .versions
         .get(assignment.version)
         .map_or("?", |v| v.name.as_str());
-    let mut why = why(config, &routing.split, &request, &assignment, &unguarded);
+    let mut why = why(
+        config,
+        &routing.split,
+        &request,
+        issued,
+        &assignment,
+        &unguarded,
+    );
     if picked.is_some() {
         why = pick_why(why, &assignment, &unguarded);
     }
@@ -108,6 +124,19 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         notes.push("--route-weights: the config is not in pick mode (no hash.pick_header): its own weights decide".to_string());
     }
     notes.extend(grpc_note(config, &request, version));
+    // What the filter writes for an issued ID: the request's Cookie, the response's Set-Cookie.
+    let cookies = issued.map(|id| {
+        let name = config.hash.cookie.as_deref().unwrap_or("?");
+        (
+            String::from_utf8_lossy(&cookie_with_id(&request.headers, name, id)).into_owned(),
+            String::from_utf8_lossy(&set_cookie_value(
+                name,
+                id,
+                &config.hash.set_cookie_attributes,
+            ))
+            .into_owned(),
+        )
+    });
     if options.guard_tripped && config.guard.is_none() {
         notes.push("--guard-tripped: the config has no guard, so nothing changes".to_string());
     }
@@ -126,6 +155,9 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             "at": format_rfc3339(loaded.now_ms),
             "why": why,
             "notes": notes,
+            "visitor_id": issued.map(|id| String::from_utf8_lossy(id).into_owned()),
+            "cookie": cookies.as_ref().map(|(cookie, _)| cookie),
+            "set_cookie": cookies.as_ref().map(|(_, set)| set),
         });
         if let (Some(e), Some(fields)) = (&explained, out.as_object_mut()) {
             if let Some(extra) = e.json.as_object() {
@@ -171,6 +203,12 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             }
         }
         None => out.push_str(&format!("sets:    {}: {version}\n", config.route_header)),
+    }
+    if let Some((cookie, set_cookie)) = &cookies {
+        out.push_str(&format!(
+            "cookie:  {cookie} (the request's Cookie, as the upstream sees it)\n"
+        ));
+        out.push_str(&format!("answers: Set-Cookie: {set_cookie}\n"));
     }
     print(&out);
     Ok(())
@@ -338,10 +376,29 @@ fn why(
     config: &Config,
     split: &Split,
     request: &KnownSource,
+    issued: Option<&[u8]>,
     assignment: &Assignment,
     unguarded: &Assignment,
 ) -> String {
     let version = name_of(config, assignment.version);
+    // The ID decided on, and how it is named: from the request, or issued now.
+    let (id, named) = match (user_id(config, request), issued) {
+        (Some(id), _) => (
+            id,
+            format!("user ID {} (from {})", quoted(id), user_id_source(config, request)),
+        ),
+        (None, Some(id)) => (
+            id,
+            format!(
+                "{}; anonymous: cookie issues the new visitor ID {} (it stands for the 128 random bits the filter draws; --seed changes it) and decides the request on it, as its later requests with cookie {} will be",
+                no_user_id(config),
+                quoted(id),
+                config.hash.cookie.as_deref().unwrap_or("?")
+            ),
+        ),
+        (None, None) => (&b""[..], String::new()),
+    };
+    let issued_now = issued.is_some() && user_id(config, request).is_none();
     match assignment.reason {
         Reason::Override => {
             let header = config.override_.header.as_deref().and_then(|h| {
@@ -356,33 +413,43 @@ fn why(
                     config.override_.cookie.as_deref().unwrap_or("?")
                 )
             });
-            format!("{by} names {version}")
+            if issued_now {
+                format!("{by} names {version}; {named}, and it goes by that ID whenever it names no version")
+            } else {
+                format!("{by} names {version}")
+            }
         }
-        Reason::UserList => {
-            let id = user_id(config, request).unwrap_or_default();
-            format!(
-                "user ID {} (from {}) is listed under users.{version}",
-                quoted(id),
-                user_id_source(config, request)
-            )
+        Reason::UserList if issued_now => {
+            format!("{named}: the ID is listed under users.{version}")
         }
+        Reason::UserList => format!("{named} is listed under users.{version}"),
         Reason::Hash => {
-            let id = user_id(config, request).unwrap_or_default();
             let mut key = config.hash.key_prefix.clone();
             key.extend_from_slice(id);
-            format!(
-                "user ID {} (from {}): murmur3({}) % {} + 1 = bucket {}; buckets: {}",
-                quoted(id),
-                user_id_source(config, request),
+            let mut text = format!(
+                "{named}: murmur3({}) % {} + 1 = bucket {}; buckets: {}",
                 quoted(&key),
                 config.buckets,
                 assignment.bucket.unwrap_or(0),
                 ranges_text(config, split)
-            )
+            );
+            if issued_now {
+                text.push_str(&format!(
+                    ". New visitors land at the weights: {}",
+                    shares_text(config, split)
+                ));
+            }
+            text
         }
         Reason::Random => {
+            let policy = match config.anonymous {
+                canary_router::config::Anonymous::Cookie => {
+                    "a gRPC call is issued no visitor ID (its client keeps no cookie), so it is drawn as with anonymous: random, which draws a bucket for each request"
+                }
+                _ => "anonymous: random draws a bucket for each request",
+            };
             format!(
-                "{}; anonymous: random draws a bucket for each request, this draw {} ({}). Over many requests: {}",
+                "{}; {policy}, this draw {} ({}). Over many requests: {}",
                 no_user_id(config),
                 assignment.bucket.unwrap_or(0),
                 ranges_text(config, split),
@@ -394,7 +461,7 @@ fn why(
             no_user_id(config)
         ),
         Reason::Guard => {
-            let before = why(config, split, request, unguarded, unguarded);
+            let before = why(config, split, request, issued, unguarded, unguarded);
             format!(
                 "the guard on {} has tripped (--guard-tripped), so the baseline takes its traffic; with an armed guard: {} ({}: {before})",
                 name_of(config, unguarded.version),

@@ -16,6 +16,7 @@ mod schema;
 mod simulate;
 mod time;
 mod validate;
+mod visitors;
 mod yaml;
 
 use args::{Cli, Command, Common, UsageError};

@@ -5,13 +5,21 @@ use crate::args::Common;
 use crate::rollouts::{match_json, match_text, shadow_warnings};
 use crate::time::format_rfc3339;
 use crate::{eprint, load, print, Failure, Loaded};
-use canary_router::config::{format_basis_points, Config, ConfigError, Weight};
+use canary_router::config::{format_basis_points, Anonymous, Config, ConfigError, Weight};
 use canary_router::schedule::format_duration;
 use serde_json::{json, Value};
 
 pub fn run(common: &Common) -> Result<(), Failure> {
     let loaded = load(common, "validate")?;
-    let warnings = shadow_warnings(&loaded.plugin);
+    let mut warnings = shadow_warnings(&loaded.plugin);
+    for (i, rollout) in loaded.plugin.rollouts.iter().enumerate() {
+        for mut warning in rollout.config.warnings() {
+            if rollout.name.is_some() {
+                warning.field = format!("rollouts[{i}].{}", warning.field);
+            }
+            warnings.push(warning.to_string());
+        }
+    }
     if common.json {
         let mut out = summary_json(&loaded);
         if !warnings.is_empty() {
@@ -21,7 +29,8 @@ pub fn run(common: &Common) -> Result<(), Failure> {
     } else {
         print(&format!("{}\n", summary(&loaded)));
     }
-    // A valid config still: the filter takes it, and the rollout serves nothing.
+    // Valid, but something in it has no effect: said on standard error, exit 0 (the
+    // filter takes the config as it is).
     for warning in &warnings {
         eprint(&format!("warning: {warning}\n"));
     }
@@ -170,8 +179,15 @@ fn service_summary(config: &Config, now_ms: i64, when: &str) -> String {
         ),
         None => versions_text(config, &weights),
     };
+    let visitors = match config.anonymous {
+        Anonymous::Cookie => format!(
+            "new visitors get an ID in cookie {}; ",
+            crate::visitors::cookie_text(config)
+        ),
+        Anonymous::Random | Anonymous::Baseline => String::new(),
+    };
     format!(
-        "{} version{}{when}: {}; {}",
+        "{} version{}{when}: {}; {visitors}{}",
         config.versions.len(),
         if config.versions.len() == 1 { "" } else { "s" },
         versions,
@@ -240,5 +256,15 @@ fn service_json(config: &Config, now_ms: i64) -> Value {
         "buckets": config.buckets,
         "pick": config.hash.pick.as_ref().map(|p| json!({"header": p.header, "total": p.total})),
         "guard": guard,
+        "anonymous": match config.anonymous {
+            Anonymous::Random => "random",
+            Anonymous::Baseline => "baseline",
+            Anonymous::Cookie => "cookie",
+        },
+        "visitor_cookie": (config.anonymous == Anonymous::Cookie).then(|| json!({
+            "name": config.hash.cookie,
+            "set_cookie_attributes": config.hash.set_cookie_attributes,
+        })),
+        "warnings": config.warnings().iter().map(|w| json!({ "field": w.field, "message": w.message })).collect::<Vec<_>>(),
     })
 }

@@ -17,6 +17,8 @@
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
 //! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
+//! - [`visitor`]: visitor IDs for `anonymous: "cookie"`, and the cookie headers
+//!   that carry them;
 
 //!
 //! Built for size (`opt-level = "z"` in the workspace's release profile): most of
@@ -43,3 +45,4 @@ pub mod router;
 pub mod schedule;
 pub mod trust;
 pub mod units;
+pub mod visitor;

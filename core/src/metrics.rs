@@ -10,7 +10,7 @@
 //! A single-service config keeps the names it always had, without the tag. The
 //! config health series are the proxy's, never a rollout's: no tag.
 
-use crate::config::{Config, WEIGHTED_VERSION};
+use crate::config::{Anonymous, Config, WEIGHTED_VERSION};
 use crate::decide::Reason;
 use crate::grpc::{GrpcCode, CODE_NAMES};
 
@@ -77,6 +77,13 @@ pub fn grpc_responses_total_name(prefix: &str, version: &str, grpc_code: &str) -
     format!("version=.={version};.;grpc_code=.={grpc_code};.;{prefix}_grpc_responses_total")
 }
 
+/// `anonymous: "cookie"`: visitor IDs issued, per version the new visitor went to:
+/// the new-visitor traffic of each version (its requests are also in
+/// `requests_total`, as every decision).
+pub fn visitor_ids_issued_total_name(prefix: &str, version: &str) -> String {
+    format!("version=.={version};.;{prefix}_visitor_ids_issued_total")
+}
+
 pub fn request_duration_name(prefix: &str, version: &str) -> String {
     format!("version=.={version};.;{prefix}_request_duration_milliseconds")
 }
@@ -117,6 +124,11 @@ pub struct MetricTable {
     /// Pick mode: decisions the route's weights make, per reason, under the version
     /// label [`WEIGHTED_VERSION`].
     weighted: Vec<u32>,
+    /// `anonymous: "cookie"`: visitor IDs issued per version.
+    visitor_ids_issued: Vec<u32>,
+    /// And in pick mode, those the route's weights decide, under the version label
+    /// [`WEIGHTED_VERSION`].
+    weighted_visitor_ids_issued: Option<u32>,
 }
 
 impl MetricTable {
@@ -163,6 +175,8 @@ impl MetricTable {
             weights: Vec::with_capacity(n),
             guard_tripped: None,
             weighted: Vec::new(),
+            visitor_ids_issued: Vec::new(),
+            weighted_visitor_ids_issued: None,
         };
         for version in &config.versions {
             let v = version.name.as_str();
@@ -212,7 +226,31 @@ impl MetricTable {
                     .push(sink.define(MetricKind::Counter, &name)?);
             }
         }
+        if config.anonymous == Anonymous::Cookie {
+            for version in &config.versions {
+                let name = visitor_ids_issued_total_name(prefix, &version.name);
+                table
+                    .visitor_ids_issued
+                    .push(sink.define(MetricKind::Counter, &name)?);
+            }
+            if config.hash.pick.is_some() {
+                let name = visitor_ids_issued_total_name(prefix, WEIGHTED_VERSION);
+                table.weighted_visitor_ids_issued = Some(sink.define(MetricKind::Counter, &name)?);
+            }
+        }
         Ok(table)
+    }
+
+    /// The counter of visitor IDs issued to requests that went to `version`;
+    /// `weighted`: pick mode, where the route's weights chose (counted under
+    /// [`WEIGHTED_VERSION`]).
+    #[inline]
+    pub fn visitor_id_issued(&self, version: usize, weighted: bool) -> Option<u32> {
+        if weighted {
+            self.weighted_visitor_ids_issued
+        } else {
+            self.visitor_ids_issued.get(version).copied()
+        }
     }
 
     /// The weight gauge of each version, in version order.
@@ -487,6 +525,54 @@ mod tests {
         MetricTable::define(&single, &mut before).unwrap();
         assert_eq!(plain.0, before.0);
         assert!(plain.0.iter().all(|(_, n)| n.starts_with("version=.=")));
+    }
+
+    #[test]
+    fn anonymous_cookie_adds_one_issued_counter_per_version() {
+        let json = r#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"hash":{"cookie":"vid"},"anonymous":"cookie","metrics_prefix":"shop"}"#;
+        let config = Config::from_json(json.as_bytes()).unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(rec.0.len(), 2 * (6 + 1 + 1));
+        let name = |id: Option<u32>| rec.0[id.unwrap() as usize].clone();
+        assert_eq!(
+            name(table.visitor_id_issued(1, false)),
+            (
+                MetricKind::Counter,
+                "version=.=canary;.;shop_visitor_ids_issued_total".into()
+            )
+        );
+        assert_eq!(
+            name(table.visitor_id_issued(0, false)).1,
+            "version=.=stable;.;shop_visitor_ids_issued_total"
+        );
+        assert_eq!(table.visitor_id_issued(2, false), None);
+        assert_eq!(table.visitor_id_issued(0, true), None, "not in pick mode");
+
+        let pick = r#"{"versions":[{"name":"stable"},{"name":"canary"}],"hash":{"cookie":"vid","pick_header":"x-pick"},"anonymous":"cookie","metrics_prefix":"shop"}"#;
+        let config = Config::from_json(pick.as_bytes()).unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(
+            rec.0[table.visitor_id_issued(0, true).unwrap() as usize].1,
+            "version=.=weighted;.;shop_visitor_ids_issued_total"
+        );
+        assert_ne!(
+            table.visitor_id_issued(0, true),
+            table.visitor_id_issued(0, false)
+        );
+
+        for other in [r#""random""#, r#""baseline""#] {
+            let json = json.replace(
+                r#""anonymous":"cookie""#,
+                &format!(r#""anonymous":{other}"#),
+            );
+            let config = Config::from_json(json.as_bytes()).unwrap();
+            let mut rec = Recorder::default();
+            let table = MetricTable::define(&config, &mut rec).unwrap();
+            assert!(rec.0.iter().all(|(_, n)| !n.contains("visitor_ids")));
+            assert_eq!(table.visitor_id_issued(0, false), None);
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the guard's tally on the way out.
 
 use super::guard_sync::sync_guard;
-use super::host::{generated_locally, now_ms, request_header_map, unix_ms};
+use super::host::{generated_locally, now_ms, random_bytes, request_header_map, unix_ms};
 use super::state::{Active, Live, Service};
 use crate::config::Config;
 use crate::decide::{decide, Reason, Rng};
@@ -16,11 +16,15 @@ use crate::ip::parse_socket_or_ip;
 use crate::metrics::code_class_index;
 use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
 use crate::request::{RequestFacts, SerializedHeaders};
+use crate::visitor::{
+    cookie_with_id, encode_visitor_id, may_issue, set_cookie_value, VISITOR_ID_LEN,
+    VISITOR_ID_RANDOM_BYTES,
+};
 use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::SystemTime;
 
@@ -42,6 +46,9 @@ pub(super) struct CanaryRequest {
     pub(super) grpc: bool,
     /// A gRPC call whose status is still to come, in the trailers: its version.
     pub(super) grpc_pending: Option<usize>,
+    /// `anonymous: "cookie"`: the visitor ID issued to this request, for the
+    /// response's `Set-Cookie`.
+    pub(super) issued: Option<[u8; VISITOR_ID_LEN]>,
 }
 
 impl Context for CanaryRequest {}
@@ -57,7 +64,10 @@ impl HttpContext for CanaryRequest {
             return Action::Continue;
         };
         let headers = request_header_map();
-        let request = HostRequest(SerializedHeaders::new(&headers));
+        let request = HostRequest {
+            headers: SerializedHeaders::new(&headers),
+            visitor_id: OnceCell::new(),
+        };
         // No rollout's match holds (for a single service: not one of its `hosts`):
         // passed on untouched, not counted, not guarded.
         let Some(index) = active.router.route(&request) else {
@@ -107,17 +117,40 @@ impl HttpContext for CanaryRequest {
             && request
                 .header("content-type")
                 .is_some_and(is_grpc_content_type);
+        // A new visitor: the upstream sees its ID in `Cookie` from this request on.
+        self.issued = request.issued();
+        if let (Some(id), Some(name)) = (&self.issued, &service.config.hash.cookie) {
+            let cookie = cookie_with_id(&request.headers, name, id);
+            if let Err(status) =
+                hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, "cookie", Some(&cookie))
+            {
+                warn!("cannot set cookie: {status:?}");
+            }
+        }
         if let Some((pick, write)) = pick_write {
             write_pick(&service.config, &pick.header, write, &request);
-            let id = match (write, assignment.reason) {
-                (RouteWrite::Pick(_) | RouteWrite::Draw, Reason::Hash | Reason::Random) => {
-                    service.metrics.weighted_request(assignment.reason)
-                }
-                _ => service
+            let weighted = matches!(
+                (write, assignment.reason),
+                (
+                    RouteWrite::Pick(_) | RouteWrite::Draw,
+                    Reason::Hash | Reason::Random
+                )
+            );
+            let id = if weighted {
+                service.metrics.weighted_request(assignment.reason)
+            } else {
+                service
                     .metrics
-                    .request(assignment.version, assignment.reason),
+                    .request(assignment.version, assignment.reason)
             };
             if let Some(id) = id {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+            if let Some(id) = self.issued.and(
+                service
+                    .metrics
+                    .visitor_id_issued(assignment.version, weighted),
+            ) {
                 let _ = hostcalls::increment_metric(id, 1);
             }
             let started = if service.metrics.records_latency() {
@@ -151,6 +184,12 @@ impl HttpContext for CanaryRequest {
         {
             let _ = hostcalls::increment_metric(id, 1);
         }
+        if let Some(id) = self
+            .issued
+            .and(service.metrics.visitor_id_issued(assignment.version, false))
+        {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
         let started = if service.metrics.records_latency() {
             hostcalls::get_current_time().ok()
         } else {
@@ -163,6 +202,19 @@ impl HttpContext for CanaryRequest {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let rollout = self.rollout;
         let service = self.active.as_deref().and_then(|a| a.services.get(rollout));
+        // A new visitor's ID, added beside the upstream's own Set-Cookie headers.
+        if let (Some(id), Some(service)) = (self.issued.take(), service) {
+            if let Some(name) = &service.config.hash.cookie {
+                let value = set_cookie_value(name, &id, &service.config.hash.set_cookie_attributes);
+                if let Err(status) = hostcalls::add_map_value_bytes(
+                    MapType::HttpResponseHeaders,
+                    "set-cookie",
+                    &value,
+                ) {
+                    warn!("cannot add set-cookie: {status:?}");
+                }
+            }
+        }
         let (Some(service), Some((decided, started))) = (service, self.decided.take()) else {
             return Action::Continue;
         };
@@ -365,17 +417,43 @@ fn write_pick(config: &Config, pick_header: &str, write: RouteWrite, request: &H
     }
 }
 
-/// The request as the decision sees it: headers from the one map read, and the
-/// client address from a property read made only if an override needs it.
-struct HostRequest<'a>(SerializedHeaders<'a>);
+/// The request as the decision sees it: headers from the one map read, the client
+/// address from a property read made only if an override needs it, and a new
+/// visitor ID drawn from the host's random source only if the decision needs one
+/// (`anonymous: "cookie"`, no user ID, not a gRPC call).
+struct HostRequest<'a> {
+    headers: SerializedHeaders<'a>,
+    visitor_id: OnceCell<Option<[u8; VISITOR_ID_LEN]>>,
+}
+
+impl HostRequest<'_> {
+    /// The visitor ID the decision issued, if it issued one.
+    fn issued(&self) -> Option<[u8; VISITOR_ID_LEN]> {
+        self.visitor_id.get().copied().flatten()
+    }
+}
 
 impl RequestFacts for HostRequest<'_> {
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.header(name)
+        self.headers.header(name)
     }
 
     fn cookie(&self, name: &str) -> Option<&[u8]> {
-        self.0.cookie(name)
+        self.headers.cookie(name)
+    }
+
+    /// 128 bits from WASI `random_get`: a host call, made only for a new visitor.
+    /// Should the host give none, no ID: the request is drawn as with `random`.
+    fn issue_visitor_id(&self) -> Option<&[u8]> {
+        self.visitor_id
+            .get_or_init(|| {
+                if !may_issue(&self.headers) {
+                    return None;
+                }
+                random_bytes::<VISITOR_ID_RANDOM_BYTES>().map(|random| encode_visitor_id(&random))
+            })
+            .as_ref()
+            .map(|id| &id[..])
     }
 
     fn source_address(&self) -> Option<std::net::IpAddr> {

@@ -331,6 +331,7 @@ impl RootContext for CanaryRoot {
             learn_cluster: false,
             grpc: false,
             grpc_pending: None,
+            issued: None,
         }))
     }
 

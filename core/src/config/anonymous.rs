@@ -13,17 +13,20 @@ pub enum Anonymous {
     Random,
     /// Send it to the first (baseline) version.
     Baseline,
+    /// Issue it a new visitor ID in the cookie hash.cookie and decide it on that ID,
+    /// exactly as its later requests, which carry the cookie, are decided. Where no
+    /// ID can be issued (gRPC calls), drawn as with random.
+    Cookie,
 }
 
 /// `anonymous`, at the top level or in a rollout.
 #[cold]
 #[inline(never)]
 pub(super) fn read_anonymous(json: &mut Json) -> json::Result<Anonymous> {
-    json.unit_enum(&["random", "baseline"]).map(|i| {
-        if i == 0 {
-            Anonymous::Random
-        } else {
-            Anonymous::Baseline
-        }
-    })
+    json.unit_enum(&["random", "baseline", "cookie"])
+        .map(|i| match i {
+            0 => Anonymous::Random,
+            1 => Anonymous::Baseline,
+            _ => Anonymous::Cookie,
+        })
 }

@@ -11,6 +11,7 @@
 //! with each rollout's `match` in matching.rs).
 
 mod anonymous;
+mod cookie;
 mod error;
 mod guard;
 mod hash;
@@ -30,6 +31,9 @@ mod versions;
 
 // The public API, as it was when this was one file.
 pub use self::anonymous::Anonymous;
+pub use self::cookie::{
+    CookieAttributes, SameSite, DEFAULT_COOKIE_MAX_AGE_MS, MAX_COOKIE_ATTRIBUTE_LEN,
+};
 pub use self::error::ConfigError;
 pub use self::guard::{DEFAULT_GUARD_HOLD_MS, DEFAULT_GUARD_MIN_REQUESTS, DEFAULT_GUARD_WINDOW_MS};
 pub use self::hash::{HashConfig, ALLOWED_BUCKETS, DEFAULT_BUCKETS};
@@ -87,7 +91,13 @@ use serde::Deserialize;
     "else" = { "properties": { "versions": { "prefixItems": [true], "items": { "oneOf": [
         { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
         { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
-    ] } } } }
+    ] } } } },
+    // anonymous: "cookie" issues the ID in hash.cookie.
+    "allOf" = [{
+        "if": { "required": ["anonymous"], "properties": { "anonymous": { "const": "cookie" } } },
+        "then": { "required": ["hash"], "properties": { "hash": {
+            "required": ["cookie"], "properties": { "cookie": { "type": "string" } } } } }
+    }]
 )))]
 // Either one service (versions, and no rollouts) or several (rollouts, and none of
 // the per-service fields at the top level). A null counts as absent, as in the
@@ -134,8 +144,10 @@ struct RawConfig {
     users: Option<UserLists>,
     /// Where the user ID comes from and how it is bucketed.
     hash: Option<RawHash>,
-    /// Requests without a user ID: drawn independently by the weights ("random"), or
-    /// sent to the baseline ("baseline").
+    /// Requests without a user ID: drawn independently by the weights ("random"),
+    /// sent to the baseline ("baseline"), or issued a new visitor ID in the cookie
+    /// hash.cookie and decided on it as their later requests will be ("cookie"; needs
+    /// hash.cookie).
     #[cfg_attr(feature = "schema", schemars(extend("default" = "random")))]
     anonymous: Option<Anonymous>,
     /// Prefix of every metric name.
@@ -400,6 +412,22 @@ impl Config {
             .any(|v| matches!(v.weight, Weight::Scheduled(_)))
     }
 
+    /// What this valid config holds that has no effect, each naming its field:
+    /// `canary-router validate` prints them. The filter takes the config as it is (a
+    /// mesh config is not refused for them).
+    #[cold]
+    #[inline(never)]
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut warnings = Vec::new();
+        if self.hash.cookie_attributes.is_some() && self.anonymous != Anonymous::Cookie {
+            warnings.push(ConfigError::new(
+                "hash.cookie_attributes",
+                "has no effect: only anonymous: \"cookie\" sets a cookie",
+            ));
+        }
+        warnings
+    }
+
     /// The index of the version with this exact name.
     #[inline]
     pub fn version_index(&self, name: &[u8]) -> Option<usize> {
@@ -466,6 +494,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         }
     }
 
+    let anonymous = raw.anonymous.unwrap_or_default();
+    if anonymous == Anonymous::Cookie && hash.cookie.is_none() {
+        errors.push(ConfigError::new(
+            "anonymous",
+            "\"cookie\" needs hash.cookie: the cookie in which a new visitor gets its ID and sends it back",
+        ));
+    }
+
     let users = users::validate_users(raw.users, &hash, &versions, &mut errors);
     let metrics_prefix = metrics::validate_metrics_prefix(raw.metrics_prefix, &mut errors);
     let guard = raw
@@ -483,7 +519,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         users,
         hash,
         buckets,
-        anonymous: raw.anonymous.unwrap_or_default(),
+        anonymous,
         metrics_prefix,
         metrics: metrics::validate_metrics(raw.metrics),
         guard,
