@@ -369,6 +369,10 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
         ("hosts-errors.json", &["hosts[1]"][..]),
         ("pick-mode-errors.json", &["versions[1].weight"][..]),
         ("pick-total-without-header.json", &["hash.pick_total"][..]),
+        (
+            "rollouts-anonymous-cookie-without-cookie.yaml",
+            &["rollouts[1].anonymous"][..],
+        ),
         ("rollouts-duplicate-names.yaml", &["rollouts[1].name"][..]),
         ("rollouts-empty.json", &["rollouts"][..]),
         (

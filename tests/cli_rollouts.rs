@@ -58,7 +58,7 @@ fn validate_summarises_every_rollout_and_its_match() {
     );
     assert_eq!(rollouts[0]["guard"]["version"], "canary");
     assert_eq!(rollouts[1]["versions"][1]["weight"], 25.0);
-    assert!(v.get("warnings").is_none());
+    assert_eq!(v["warnings"], serde_json::json!([]));
 }
 
 #[test]
@@ -79,13 +79,14 @@ fn validate_warns_about_shadowed_rollouts_and_still_accepts_them() {
     );
     assert_eq!(
         stderr(&o),
-        "warning: rollouts[1] (api-v2) can never match: rollouts[0] (api) comes first and matches every request it would (hosts *.example.com; path /api/)\n\
-         warning: rollouts[4] (never) can never match: rollouts[3] (all) comes first and matches every request it would (every request)\n"
+        "warning: rollouts[1]: api-v2 can never match: rollouts[0] (api) comes first and matches every request it would (hosts *.example.com; path /api/)\n\
+         warning: rollouts[4]: never can never match: rollouts[3] (all) comes first and matches every request it would (every request)\n"
     );
     let o = run(&["validate", "-", "--json"], Some(config.as_bytes()));
     assert_eq!(code(&o), 0);
     let v: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["warnings"][1]["field"], "rollouts[4]");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use crate::args::UsageError;
 use crate::Failure;
-use canary_router::config::{PluginConfig, Rollout};
+use canary_router::config::{ConfigError, PluginConfig, Rollout};
 use canary_router::router::{shadowed, HeaderTest, Match};
 use serde_json::{json, Value};
 
@@ -128,9 +128,9 @@ pub fn chosen<'a>(
     }
 }
 
-/// `rollouts[2] (ios) can never match: ...`, one per rollout that an earlier one
+/// `rollouts[2]: ios can never match: ...`, one per rollout that an earlier one
 /// surely shadows.
-pub fn shadow_warnings(plugin: &PluginConfig) -> Vec<String> {
+pub fn shadow_warnings(plugin: &PluginConfig) -> Vec<ConfigError> {
     let name = |i: usize| {
         plugin
             .rollouts
@@ -141,12 +141,15 @@ pub fn shadow_warnings(plugin: &PluginConfig) -> Vec<String> {
     shadowed(plugin.router.matches())
         .into_iter()
         .map(|(later, earlier)| {
-            format!(
-                "rollouts[{later}] ({}) can never match: rollouts[{earlier}] ({}) comes first and matches every request it would ({})",
-                name(later),
-                name(earlier),
-                match_text(&plugin.router.matches()[earlier])
-            )
+            ConfigError {
+                field: format!("rollouts[{later}]"),
+                message: format!(
+                    "{} can never match: rollouts[{earlier}] ({}) comes first and matches every request it would ({})",
+                    name(later),
+                    name(earlier),
+                    match_text(&plugin.router.matches()[earlier])
+                ),
+            }
         })
         .collect()
 }

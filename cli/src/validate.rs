@@ -1,5 +1,6 @@
 //! `validate`: the filter's parser, and a one-line summary of what it loaded;
-//! warnings (rollouts that can never match) on standard error.
+//! warnings (rollouts that can never match, settings that have no effect) on
+//! standard error, and under `warnings` with `--json`.
 
 use crate::args::Common;
 use crate::rollouts::{match_json, match_text, shadow_warnings};
@@ -17,14 +18,15 @@ pub fn run(common: &Common) -> Result<(), Failure> {
             if rollout.name.is_some() {
                 warning.field = format!("rollouts[{i}].{}", warning.field);
             }
-            warnings.push(warning.to_string());
+            warnings.push(warning);
         }
     }
     if common.json {
         let mut out = summary_json(&loaded);
-        if !warnings.is_empty() {
-            out["warnings"] = json!(warnings);
-        }
+        out["warnings"] = warnings
+            .iter()
+            .map(|w| json!({ "field": w.field, "message": w.message }))
+            .collect();
         print(&format!("{out}\n"));
     } else {
         print(&format!("{}\n", summary(&loaded)));
@@ -265,6 +267,5 @@ fn service_json(config: &Config, now_ms: i64) -> Value {
             "name": config.hash.cookie,
             "set_cookie_attributes": config.hash.set_cookie_attributes,
         })),
-        "warnings": config.warnings().iter().map(|w| json!({ "field": w.field, "message": w.message })).collect::<Vec<_>>(),
     })
 }

@@ -40,7 +40,13 @@ pub const MAX_ROLLOUTS: usize = 1000;
     "else" = { "properties": { "versions": { "prefixItems": [true], "items": { "oneOf": [
         { "required": ["weight"], "properties": { "weight": { "type": "number" } } },
         { "required": ["schedule"], "properties": { "schedule": { "type": "object" } } }
-    ] } } } }
+    ] } } } },
+    // anonymous: "cookie" issues the ID in hash.cookie.
+    "allOf" = [{
+        "if": { "required": ["anonymous"], "properties": { "anonymous": { "const": "cookie" } } },
+        "then": { "required": ["hash"], "properties": { "hash": {
+            "required": ["cookie"], "properties": { "cookie": { "type": "string" } } } } }
+    }]
 )))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRollout {
