@@ -148,7 +148,12 @@ fn every_shipped_and_rendered_wasm_plugin_is_scoped_by_hosts() {
 
     // The check itself: a plugin without hosts, with empty hosts, and a
     // multi-rollout config with a rollout that matches every host, are caught.
-    let mut bare = plugins[0].clone();
+    // A single-service plugin (istio/gateway-rollouts/ has one with rollouts).
+    let mut bare = (*plugins
+        .iter()
+        .find(|p| p.value["spec"]["pluginConfig"].get("rollouts").is_none())
+        .expect("a single-service WasmPlugin"))
+    .clone();
     let config = bare.value["spec"]["pluginConfig"]
         .as_object_mut()
         .expect("pluginConfig");
