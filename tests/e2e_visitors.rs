@@ -232,3 +232,98 @@ fn grpc_calls_get_no_cookie_and_are_drawn_as_random() {
     }
     envoy.assert_vm_healthy();
 }
+
+/// Two services behind one plugin (`rollouts`, issue 21), each with its own visitor
+/// cookie: a new visitor gets the cookie of the rollout its request matches,
+/// decided by that rollout's salt and weights, counted under its rollout label; a
+/// request no rollout matches gets none.
+#[test]
+fn each_rollout_issues_its_own_visitor_cookie() {
+    const ROLLOUTS: &str = r#"{
+      "rollouts": [
+        { "name": "shop", "match": { "hosts": ["shop.example"] },
+          "versions": [ { "name": "stable" }, { "name": "canary", "weight": 30 } ],
+          "hash": { "cookie": "shop_vid", "salt": "shop" },
+          "anonymous": "cookie" },
+        { "name": "search", "match": { "hosts": ["search.example"] },
+          "versions": [ { "name": "stable" }, { "name": "canary", "weight": 60 } ],
+          "hash": { "header": "x-user-id", "cookie": "search_vid", "salt": "search",
+                    "cookie_attributes": { "max_age": "1d", "path": "/search" } },
+          "anonymous": "cookie" }
+      ]
+    }"#;
+    let plugin = canary_router::config::PluginConfig::from_json(ROLLOUTS.as_bytes()).unwrap();
+    let envoy = Envoy::start(EnvoyOptions::with_config(ROLLOUTS));
+    let mut client = envoy.client();
+    let mut issued: BTreeMap<(&str, String), f64> = BTreeMap::new();
+    for (index, (rollout, host, cookie, attributes)) in [
+        (
+            "shop",
+            "shop.example",
+            "shop_vid",
+            "; Max-Age=31536000; Path=/; SameSite=Lax; Secure; HttpOnly",
+        ),
+        (
+            "search",
+            "search.example",
+            "search_vid",
+            "; Max-Age=86400; Path=/search; SameSite=Lax; Secure; HttpOnly",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let config = &plugin.rollouts[index].config;
+        let mut canary = 0;
+        let visitors = 150;
+        for _ in 0..visitors {
+            let first = client.get_with(&[("host", host)]);
+            assert_eq!(first.status, 200);
+            let set: Vec<String> = set_cookies(&first);
+            assert_eq!(set.len(), 1, "{rollout}: {set:?}");
+            let (pair, tail) = set[0].split_at(set[0].find(';').unwrap_or(set[0].len()));
+            assert_eq!(tail, attributes, "{rollout}");
+            let id = pair
+                .strip_prefix(&format!("{cookie}="))
+                .unwrap_or_else(|| panic!("{rollout}: {pair}"));
+            // Decided as this rollout decides a request carrying that cookie.
+            let carried = format!("{cookie}={id}");
+            let expected = core_decision(
+                config,
+                &Routing::at(config, 0),
+                &[(b"cookie", carried.as_bytes())],
+            );
+            let version = first.served_by();
+            assert_eq!(version, config.versions[expected.version].name, "{rollout}");
+            canary += usize::from(version == "canary");
+            *issued.entry((rollout, version.clone())).or_default() += 1.0;
+            // Back with the cookie: the same version, no new cookie.
+            let later = client.get_with(&[("host", host), ("cookie", &carried)]);
+            assert_eq!(later.served_by(), version, "{rollout}: {id} moved");
+            assert!(set_cookies(&later).is_empty(), "{rollout}");
+        }
+        let weight = if rollout == "shop" { 0.30 } else { 0.60 };
+        assert_within_4_sigma(rollout, canary, visitors, weight);
+    }
+    // No rollout matches: untouched, no cookie.
+    let other = client.get_with(&[("host", "other.example")]);
+    assert!(set_cookies(&other).is_empty(), "{:?}", set_cookies(&other));
+
+    let metrics = envoy.prometheus();
+    for rollout in ["shop", "search"] {
+        for version in ["stable", "canary"] {
+            assert_eq!(
+                metrics.value(
+                    "canary_visitor_ids_issued_total",
+                    &[("rollout", rollout), ("version", version)]
+                ),
+                issued
+                    .get(&(rollout, version.to_string()))
+                    .copied()
+                    .unwrap_or(0.0),
+                "{rollout} {version}"
+            );
+        }
+    }
+    envoy.assert_vm_healthy();
+}

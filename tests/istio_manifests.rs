@@ -763,6 +763,9 @@ fn rendering_refuses_what_would_not_work() {
     let bad_weight = r#"{"versions": [{"name": "stable"}, {"name": "canary", "weight": 120}]}"#;
     assert!(render_with("ghcr.io/x/y:1", None, Some(bad_weight)).contains("versions[1].weight"));
     assert!(render_with("ghcr.io/x/y:1", None, Some("{not json")).contains("not JSON"));
+    // A valid config of several services: istio/app/ is one service.
+    let rollouts = r#"{"rollouts": [{"name": "shop", "match": {"hosts": ["shop"]}, "versions": [{"name": "stable"}]}]}"#;
+    assert!(render_with("ghcr.io/x/y:1", None, Some(rollouts)).contains("istio/gateway-rollouts/"));
     assert!(render_with("s3://bucket/x.wasm", None, None).contains("scheme"));
     assert!(render_with("ghcr.io/x/y:1", Some("abc"), None).contains("64 lowercase hex"));
     let other = "f".repeat(64);

@@ -1343,6 +1343,14 @@ pub fn render(
         }
         None => shipped.clone(),
     };
+    // istio/app/ is one service (its Deployments, DestinationRule and
+    // VirtualService follow the config's versions): a config of several services
+    // has no one set of versions to render them from.
+    if plugin_config.get("rollouts").is_some_and(|r| !r.is_null()) {
+        return Err(vec![
+            "plugin config: has `rollouts` (several services): make istio-manifests renders istio/app/, one service; for several services at a gateway start from istio/gateway-rollouts/ (docs/rollouts.md)".to_string(),
+        ]);
+    }
     let config =
         Config::from_json(istio_plugin_config_json(&plugin_config).as_bytes()).map_err(|errs| {
             errs.iter()
