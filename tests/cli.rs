@@ -25,7 +25,7 @@ fn filter_parse(json: &[u8]) -> Result<PluginConfig, Vec<ConfigError>> {
     if json.is_empty() {
         return Err(vec![ConfigError {
             field: String::new(),
-            message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
+            message: "the plugin configuration is empty: it must be a JSON object with at least `versions` (or `rollouts`)".into(),
         }]);
     }
     PluginConfig::from_json(json)

@@ -51,7 +51,7 @@ impl From<UsageError> for Failure {
 /// What the filter's host layer (`on_configure` in src/filter/root.rs) says when Envoy
 /// hands it no configuration bytes at all; `PluginConfig::from_json` never sees those.
 const EMPTY_CONFIGURATION: &str =
-    "the plugin configuration is empty: it must be a JSON object with at least `versions`";
+    "the plugin configuration is empty: it must be a JSON object with at least `versions` (or `rollouts`)";
 
 /// A loaded config and the moment to evaluate it at.
 pub struct Loaded {

@@ -63,7 +63,7 @@ fn load() -> Result<Active, Vec<u8>> {
         Ok(_) => {
             log_rejection(&[ConfigError {
                 field: String::new(),
-                message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
+                message: "the plugin configuration is empty: it must be a JSON object with at least `versions` (or `rollouts`)".into(),
             }]);
             return Err(Vec::new());
         }
