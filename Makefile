@@ -14,7 +14,7 @@ CLI          := target/release/canary-router
 # parallel without LTO. `TEST_PROFILE=release make test` builds them as before.
 TEST_PROFILE ?= test-fast
 
-.PHONY: all build wasm cli schema wasm-target wasm-opt envoy grpc-tools demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test monitoring
+.PHONY: all build wasm cli schema wasm-target wasm-opt envoy grpc-tools browser-tools demo demo-rollback test unit e2e lint fuzz soak clean bench bench-tools empty-filter oci istio-manifests promtool istio-test monitoring
 
 all: build
 
@@ -90,6 +90,23 @@ $(GRPC_TOOLS): $(ENVOY)
 	$(VENV)/bin/python -c "import grpc, h2; assert grpc.__version__ == '$(GRPCIO_VERSION)'"
 	touch $@
 
+## browser-tools: a real browser for tests/e2e_browser.rs: Debian's chromium (from
+## Debian's packages when missing, as root on a clean machine), driven by Playwright
+## for Python (pinned, from PyPI) in the same venv. Playwright launches the system
+## Chromium (executable_path): no browser is downloaded.
+CHROMIUM           ?= /usr/bin/chromium
+PLAYWRIGHT_VERSION := 1.65.2
+BROWSER_TOOLS      := $(TOOLS)/playwright-$(PLAYWRIGHT_VERSION).stamp
+browser-tools: $(BROWSER_TOOLS)
+	@test -x $(CHROMIUM) || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "Chromium not found at $(CHROMIUM): install Debian's chromium (apt-get install chromium)"; exit 1; }
+	@$(CHROMIUM) --version 2>/dev/null | grep -q Chromium || { echo "$(CHROMIUM) is not Chromium"; exit 1; }
+
+$(BROWSER_TOOLS): $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check playwright==$(PLAYWRIGHT_VERSION)
+	$(VENV)/bin/python -c "import playwright.async_api"
+	touch $@
+
 ## demo: start Envoy with stable and canary upstreams, send traffic, show the split and metrics
 demo: wasm envoy
 	$(CARGO) run --quiet --release --example demo
@@ -107,7 +124,7 @@ TEST_CLI := target/$(TEST_PROFILE)/canary-router
 RUN_TESTS = if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) nextest run --no-fail-fast --cargo-profile $(TEST_PROFILE) $(1); \
 	else CANARY_ROUTER_BIN=$(TEST_CLI) $(CARGO) test --no-fail-fast --profile $(TEST_PROFILE) $(1); fi
-test: lint wasm envoy grpc-tools
+test: lint wasm envoy grpc-tools browser-tools
 	$(CARGO) build --profile $(TEST_PROFILE) -p canary-router-cli
 	$(call RUN_TESTS,--workspace --lib --tests)
 
@@ -117,7 +134,7 @@ unit:
 	$(CARGO) test --profile $(TEST_PROFILE) -p canary-router-cli --bins
 
 ## e2e: only the end-to-end tests against a real Envoy
-e2e: wasm envoy grpc-tools
+e2e: wasm envoy grpc-tools browser-tools
 	$(CARGO) build --profile $(TEST_PROFILE) -p canary-router-cli
 	$(call RUN_TESTS,--workspace --test '*')
 

@@ -6,6 +6,12 @@
 -- user IDs is listed in any config's `users`, so the large config (e) does the
 -- same work as the typical one (d) plus the cost of its size.
 --
+-- With BENCH_HOSTS=N in the environment (issue 21's configurations), each block of
+-- 100 requests goes to the next of N service hosts, svc000.example.com onward.
+--
+-- With the script argument `first-visits` (`wrk ... -- first-visits`) every request
+-- carries neither: a new visitor, which `anonymous: "cookie"` issues an ID.
+--
 -- done() prints one JSON line that bench/bench.py parses.
 
 local pool = {}
@@ -19,6 +25,8 @@ local function user_id(n)
 end
 
 function init(args)
+  local hosts = tonumber(os.getenv("BENCH_HOSTS") or "0") or 0
+  local first_visits = args[1] == "first-visits"
   local base = {
     ["user-agent"] = "wrk-canary-bench",
     ["accept"] = "*/*",
@@ -26,8 +34,13 @@ function init(args)
   for n = 0, 9999 do
     local h = {}
     for k, v in pairs(base) do h[k] = v end
+    if hosts > 0 then
+      h["Host"] = string.format("svc%03d.example.com", math.floor(n / 100) % hosts)
+    end
     local kind = n % 100
-    if kind < 3 then
+    if first_visits then
+      -- no user ID, no override, no cookie
+    elseif kind < 3 then
       h["x-canary"] = "canary"
     elseif kind >= 6 then
       h["x-user-id"] = user_id(n)

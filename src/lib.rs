@@ -15,8 +15,8 @@
 )]
 
 pub use canary_router_core::{
-    bucket, config, decide, fallback, grpc, guard, hosts, ip, metrics, pick, request, schedule,
-    trust, units,
+    bucket, config, decide, fallback, grpc, guard, hosts, ip, metrics, pick, request, router,
+    schedule, trust, units, visitor,
 };
 
 #[cfg(target_arch = "wasm32")]

@@ -258,7 +258,14 @@ fn every_good_fixture_and_every_shipped_wasm_plugin_is_admitted() {
         );
         checked.push(cli_support::name(&path));
     }
-    for doc in istio_support::load_manifests(&istio_support::repo_root()) {
+    let root = istio_support::repo_root();
+    // The shipped WasmPlugins, the gateway's with rollouts included.
+    let rollouts = istio_support::load_docs(&root, "istio/gateway-rollouts/wasmplugin.yaml")
+        .expect("the gateway's rollouts");
+    for doc in istio_support::load_manifests(&root)
+        .into_iter()
+        .chain(rollouts)
+    {
         if doc.kind() != "WasmPlugin" {
             continue;
         }
@@ -285,7 +292,11 @@ fn every_good_fixture_and_every_shipped_wasm_plugin_is_admitted() {
 }
 
 /// The bad fixtures only `canary-router validate` judges, and why.
-const BEYOND_CEL: [(&str, &str); 9] = [
+const BEYOND_CEL: [(&str, &str); 10] = [
+    (
+        "cookie-attributes-max-age.yaml",
+        "durations of hash.cookie_attributes.max_age: validate only",
+    ),
     ("empty.json", "not a JSON object: the CRD's schema (an object) refuses it"),
     ("not-an-object.json", "not a JSON object: the CRD's schema refuses it"),
     ("trailing-comma.json", "not JSON: no Kubernetes object can carry it"),
@@ -315,6 +326,15 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
     // Fixture -> the fields the policy's messages name, in order.
     let expected: BTreeMap<&str, &[&str]> = BTreeMap::from([
         ("anonymous-unknown.yaml", &["anonymous"][..]),
+        ("anonymous-cookie-without-cookie.json", &["anonymous"][..]),
+        (
+            "cookie-attributes-errors.json",
+            &[
+                "hash.cookie_attributes.path",
+                "hash.cookie_attributes.domain",
+                "hash.cookie_attributes.same_site",
+            ][..],
+        ),
         (
             "bad-header-and-cookie-names.json",
             &[
@@ -349,6 +369,26 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
         ("hosts-errors.json", &["hosts[1]"][..]),
         ("pick-mode-errors.json", &["versions[1].weight"][..]),
         ("pick-total-without-header.json", &["hash.pick_total"][..]),
+        (
+            "rollouts-anonymous-cookie-without-cookie.yaml",
+            &["rollouts[1].anonymous"][..],
+        ),
+        ("rollouts-duplicate-names.yaml", &["rollouts[1].name"][..]),
+        ("rollouts-empty.json", &["rollouts"][..]),
+        (
+            "rollouts-errors.json",
+            &[
+                "rollouts[3].name",
+                "rollouts[2].match.path_prefixes[0]",
+                "rollouts[2].match.headers[1]",
+                "rollouts[2].match.headers[0].prefix",
+                "rollouts[1].versions[1].name",
+                "rollouts[2].hash.header",
+                "rollouts[0].match.hosts[1]",
+            ][..],
+        ),
+        ("rollouts-missing-name.json", &["rollouts[0].name"][..]),
+        ("rollouts-with-top-level-fields.json", &["versions"][..]),
         ("metrics-prefix.json", &["metrics_prefix"][..]),
         ("missing-versions.json", &["versions"][..]),
         ("no-versions.json", &["versions"][..]),
@@ -415,6 +455,117 @@ fn every_bad_fixture_within_cels_reach_is_refused_naming_the_field() {
         "admission policy: {refused} bad fixtures refused naming the field; {}",
         report.join("; ")
     );
+}
+
+#[test]
+fn a_config_with_rollouts_is_checked_rollout_by_rollout() {
+    let (policy, _) = load_policy();
+    let fields = |config: Json| -> Vec<String> {
+        admit(&policy, &wasm_plugin(Some(config)))
+            .expect("applies")
+            .iter()
+            .map(|m| field_of(m))
+            .collect()
+    };
+    let good = serde_json::json!({
+        "metrics_prefix": "shop",
+        "rollouts": [
+            {"name": "a", "match": {"hosts": ["a.example"]},
+             "versions": [{"name": "stable"}, {"name": "canary", "weight": 10}],
+             "hash": {"header": "x-user-id"}},
+            {"name": "b", "match": {"hosts": ["b.example"], "path_prefixes": ["/api/"],
+                                    "headers": [{"name": "x-client", "exact": "ios"},
+                                                {"name": "x-debug", "present": false}]},
+             "versions": [{"name": "v1"}, {"name": "v2", "weight": 50}],
+             "hash": {"cookie": "uid"},
+             "guard": {"version": "v2", "max_error_rate": 0.1}}
+        ]
+    });
+    assert_eq!(fields(good.clone()), Vec::<String>::new());
+    // Each of today's checks, in the rollout it concerns, named through it.
+    for (change, want) in [
+        (
+            serde_json::json!({"weight": 120}),
+            &["rollouts[1].versions[1].weight"][..],
+        ),
+        // The guard then names no version either.
+        (
+            serde_json::json!({"name": "v1"}),
+            &["rollouts[1].versions[1].name", "rollouts[1].guard.version"],
+        ),
+        (
+            serde_json::json!({"weight": 0.125}),
+            &["rollouts[1].versions[1].weight"],
+        ),
+    ] {
+        let mut config = good.clone();
+        for (k, v) in change.as_object().expect("an object") {
+            config["rollouts"][1]["versions"][1][k] = v.clone();
+        }
+        assert_eq!(fields(config), want);
+    }
+    for (field, value, want) in [
+        (
+            "guard",
+            serde_json::json!({"version": "v1", "max_error_rate": 0.1}),
+            "rollouts[1].guard.version",
+        ),
+        (
+            "users",
+            serde_json::json!({"v3": ["u"]}),
+            "rollouts[1].users.v3",
+        ),
+        (
+            "anonymous",
+            serde_json::json!("sticky"),
+            "rollouts[1].anonymous",
+        ),
+        (
+            "hash",
+            serde_json::json!({"buckets": 5000, "header": "u"}),
+            "rollouts[1].hash.buckets",
+        ),
+        (
+            "route_header",
+            serde_json::json!("bad name"),
+            "rollouts[1].route_header",
+        ),
+        ("bogus", serde_json::json!(1), "rollouts[1].bogus"),
+        (
+            "match",
+            serde_json::json!({"hosts": ["ok", "x:80"]}),
+            "rollouts[1].match.hosts[1]",
+        ),
+        (
+            "match",
+            serde_json::json!({"paths": ["/"]}),
+            "rollouts[1].match.paths",
+        ),
+        (
+            "match",
+            serde_json::json!({"headers": [{"name": "x a", "present": true}]}),
+            "rollouts[1].match.headers[0].name",
+        ),
+        (
+            "match",
+            serde_json::json!({"headers": [{"name": "x", "suffix": ""}]}),
+            "rollouts[1].match.headers[0].suffix",
+        ),
+        ("name", serde_json::json!("a"), "rollouts[1].name"),
+    ] {
+        let mut config = good.clone();
+        config["rollouts"][1][field] = value;
+        assert_eq!(fields(config), [want], "{field}");
+    }
+    let mut config = good.clone();
+    config["guard"] = serde_json::json!({"version": "canary", "max_error_rate": 0.1});
+    assert_eq!(fields(config), ["guard"]);
+    let mut config = good;
+    config["rollouts"][0]
+        .as_object_mut()
+        .expect("a rollout")
+        .remove("versions");
+    assert_eq!(fields(config), ["rollouts[0].versions"]);
 }
 
 #[test]

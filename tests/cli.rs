@@ -10,7 +10,7 @@
 
 mod cli_support;
 
-use canary_router::config::{Config, ConfigError};
+use canary_router::config::{ConfigError, PluginConfig};
 use cli_support::{
     code, filter_input, fixtures, is_yaml, name, repo_root, run, stderr, stdout, without_position,
 };
@@ -20,15 +20,15 @@ use std::fs;
 
 /// What the filter does with its configuration bytes in `on_configure`: no bytes
 /// at all are refused by the host layer itself, anything else goes to
-/// `Config::from_json`.
-fn filter_parse(json: &[u8]) -> Result<Config, Vec<ConfigError>> {
+/// `PluginConfig::from_json`.
+fn filter_parse(json: &[u8]) -> Result<PluginConfig, Vec<ConfigError>> {
     if json.is_empty() {
         return Err(vec![ConfigError {
             field: String::new(),
-            message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
+            message: "the plugin configuration is empty: it must be a JSON object with at least `versions` (or `rollouts`)".into(),
         }]);
     }
-    Config::from_json(json)
+    PluginConfig::from_json(json)
 }
 
 /// Whole-document problems, which have no field to name.
@@ -292,11 +292,41 @@ fn reference_fields() -> BTreeMap<String, String> {
     rows
 }
 
+/// The per-service fields, which a rollout holds as the top level of a
+/// single-service config does.
+const PER_SERVICE: [&str; 7] = [
+    "route_header",
+    "versions",
+    "override",
+    "users",
+    "hash",
+    "anonymous",
+    "guard",
+];
+
 #[test]
 fn the_configuration_reference_documents_every_field_of_the_schema_and_no_other() {
     let schema = committed_schema();
     let mut fields = BTreeMap::new();
     schema_fields(&schema, &schema, "", &mut fields);
+    // Inside a rollout, what lies below a per-service field (`rollouts[].versions[].name`)
+    // is documented once, by the top-level row (`versions[].name`); the rollout's own
+    // fields (`rollouts[].versions`, `rollouts[].match.hosts`) have rows of their own.
+    fields.retain(|path, _| {
+        let Some(inner) = path.strip_prefix("rollouts[].") else {
+            return true;
+        };
+        let top = inner.split(['.', '[']).next().unwrap_or_default();
+        let below = inner.len() > top.len();
+        if below && PER_SERVICE.contains(&top) {
+            assert!(
+                schema["properties"].get(top).is_some(),
+                "{path}: rollouts[].{top} is documented by the top-level {top}, which the schema lacks"
+            );
+            return false;
+        }
+        true
+    });
     let documented = reference_fields();
     let in_schema: BTreeSet<&String> = fields.keys().collect();
     let in_reference: BTreeSet<&String> = documented.keys().collect();
@@ -346,7 +376,30 @@ fn the_schema_reflects_the_parsers_rules() {
             );
         }
     }
-    assert_eq!(schema["required"], serde_json::json!(["versions"]));
+    // One service (versions) or several (rollouts), never both.
+    assert_eq!(schema.get("required"), None);
+    let one_of: Vec<&Value> = schema["oneOf"]
+        .as_array()
+        .expect("oneOf")
+        .iter()
+        .map(|s| &s["required"])
+        .collect();
+    assert_eq!(
+        one_of,
+        [
+            &serde_json::json!(["versions"]),
+            &serde_json::json!(["rollouts"])
+        ]
+    );
+    let rollouts = &schema["properties"]["rollouts"];
+    assert_eq!(
+        (&rollouts["minItems"], &rollouts["maxItems"]),
+        (&Value::from(1), &Value::from(1000))
+    );
+    assert_eq!(
+        defs["Rollout"]["required"],
+        serde_json::json!(["name", "versions"])
+    );
     let versions = &schema["properties"]["versions"];
     assert_eq!(
         (&versions["minItems"], &versions["maxItems"]),
@@ -380,7 +433,11 @@ fn the_schema_reflects_the_parsers_rules() {
         .collect();
     assert_eq!(
         anonymous,
-        [&Value::from("random"), &Value::from("baseline")]
+        [
+            &Value::from("random"),
+            &Value::from("baseline"),
+            &Value::from("cookie")
+        ]
     );
     // Descriptions come from the doc comments, one paragraph each.
     assert!(schema["properties"]["route_header"]["description"]
@@ -391,8 +448,9 @@ fn the_schema_reflects_the_parsers_rules() {
 /// Bad fixtures whose only problems are ones JSON Schema cannot express (sums,
 /// cross-references, weights in whole buckets): the schema accepts them, `validate`
 /// does not.
-const SCHEMA_CANNOT_TELL: [&str; 4] = [
+const SCHEMA_CANNOT_TELL: [&str; 5] = [
     "route-header-as-input.json",
+    "rollouts-duplicate-names.yaml",
     "users-errors.yaml",
     "weight-precision.yaml",
     "weights-above-100-in-total.json",
@@ -841,6 +899,218 @@ fn simulate_text_is_a_table_against_the_weights() {
     assert!(text.contains("listed:    stable 1, canary 2: always that version (reason user_list), not among the synthetic IDs\n"), "{text}");
     assert!(text.contains("users:     every share is within 4 sigma of the expected stable 85%, canary 10%, experiment 5%\n"), "{text}");
     assert!(text.contains("anonymous: every share is within 4 sigma of the expected stable 100%, canary 0%, experiment 0%\n"), "{text}");
+}
+
+const VISITORS: &str = "tests/fixtures/configs/good/visitor-cookie.json";
+
+#[test]
+fn validate_names_the_visitor_cookie_and_warns_of_attributes_that_do_nothing() {
+    let o = run(&["validate", VISITORS], None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "valid: 2 versions: stable 90%, canary 10%; new visitors get an ID in cookie visitor (Max-Age 180d, Path /, Domain shop.example.com, SameSite Lax, Secure, HttpOnly); no guard\n"
+    );
+    let v = json_out(&["validate", VISITORS, "--json"]);
+    assert_eq!(v["anonymous"], "cookie");
+    assert_eq!(
+        v["visitor_cookie"],
+        serde_json::json!({"name": "visitor", "set_cookie_attributes": "; Max-Age=15552000; Path=/; Domain=shop.example.com; SameSite=Lax; Secure; HttpOnly"})
+    );
+    assert_eq!(v["warnings"], serde_json::json!([]));
+
+    // Attributes without anonymous: cookie are taken (a mesh config is not refused
+    // for them), with a warning on standard error.
+    let config = r#"{"versions":[{"name":"stable"}],"hash":{"cookie":"visitor","cookie_attributes":{"max_age":"30d"}}}"#;
+    let o = run(&["validate", "-"], Some(config.as_bytes()));
+    assert_eq!(code(&o), 0);
+    assert_eq!(stdout(&o), "valid: 1 version: stable 100%; no guard\n");
+    assert_eq!(
+        stderr(&o),
+        "warning: hash.cookie_attributes: has no effect: only anonymous: \"cookie\" sets a cookie\n"
+    );
+    let o = run(&["validate", "-", "--json"], Some(config.as_bytes()));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(
+        v["warnings"],
+        serde_json::json!([{"field": "hash.cookie_attributes", "message": "has no effect: only anonymous: \"cookie\" sets a cookie"}])
+    );
+}
+
+#[test]
+fn explain_says_a_new_visitor_is_issued_an_id_and_decided_on_it() {
+    let at = "2026-12-01T09:00:00Z";
+    let first = explain(VISITORS, &["--seed", "5", "--at", at]);
+    assert_eq!(first["reason"], "hash");
+    let id = first["visitor_id"]
+        .as_str()
+        .expect("an issued ID")
+        .to_string();
+    assert_eq!(id.len(), 22);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_eq!(first["cookie"], format!("visitor={id}"));
+    assert_eq!(
+        first["set_cookie"],
+        format!("visitor={id}; Max-Age=15552000; Path=/; Domain=shop.example.com; SameSite=Lax; Secure; HttpOnly")
+    );
+    let bucket = canary_router::bucket::bucket_of(b"shop:", id.as_bytes(), 10000);
+    assert_eq!(first["bucket"], bucket);
+    // Its later requests carry the cookie: the same decision, and no new ID.
+    let later = explain(
+        VISITORS,
+        &["--cookie", &format!("visitor={id}"), "--cookie", "a=1"],
+    );
+    assert_eq!(
+        (&later["version"], &later["reason"], &later["bucket"]),
+        (&first["version"], &first["reason"], &first["bucket"])
+    );
+    assert_eq!(
+        (&later["visitor_id"], &later["set_cookie"]),
+        (&Value::Null, &Value::Null)
+    );
+    // Other cookies stay in the request's Cookie, before the ID.
+    let with_other = explain(VISITORS, &["--seed", "5", "--cookie", "theme=dark"]);
+    assert_eq!(with_other["cookie"], format!("theme=dark; visitor={id}"));
+    // A user ID from the header: no ID issued. A gRPC call: none, drawn as random.
+    let user = explain(VISITORS, &["--header", "x-user-id=alice"]);
+    assert_eq!(
+        (&user["reason"], &user["visitor_id"]),
+        (&Value::from("hash"), &Value::Null)
+    );
+    let grpc = explain(VISITORS, &["--header", "content-type=application/grpc"]);
+    assert_eq!(
+        (&grpc["reason"], &grpc["visitor_id"]),
+        (&Value::from("random"), &Value::Null)
+    );
+    // An override wins, and the ID is issued all the same.
+    let forced = explain(VISITORS, &["--seed", "5", "--header", "x-canary=canary"]);
+    assert_eq!(
+        (&forced["version"], &forced["reason"], &forced["visitor_id"]),
+        (
+            &Value::from("canary"),
+            &Value::from("override"),
+            &Value::from(id.as_str())
+        )
+    );
+
+    let o = run(&["explain", VISITORS, "--seed", "5"], None);
+    let text = stdout(&o);
+    assert!(text.contains(&format!("why:     no user ID (no non-empty header x-user-id or cookie visitor); anonymous: cookie issues the new visitor ID \"{id}\"")), "{text}");
+    assert!(
+        text.contains("New visitors land at the weights: stable 90%, canary 10%\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "cookie:  visitor={id} (the request's Cookie, as the upstream sees it)\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "answers: Set-Cookie: visitor={id}; Max-Age=15552000;"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn simulate_counts_new_and_returning_visitors() {
+    let v = json_out(&[
+        "simulate",
+        VISITORS,
+        "--users",
+        "0",
+        "--anonymous",
+        "20000",
+        "--json",
+    ]);
+    assert_eq!(v["anonymous"]["policy"], "cookie");
+    assert_eq!(v["anonymous"]["visitor_ids_issued"], 20000);
+    assert_eq!(v["anonymous"]["within_4_sigma"], true);
+    // Each comes back once by default, with its cookie: nobody moves.
+    assert_eq!(v["returning"]["returns_per_visitor"], 1);
+    assert_eq!(v["returning"]["requests"], 20000);
+    assert_eq!(v["returning"]["visitors_who_saw_another_version"], 0);
+    for i in 0..2 {
+        let version = &v["versions"][i];
+        assert_eq!(version["anonymous"]["count"], version["returning"]["count"]);
+        assert_eq!(
+            version["anonymous"]["count"],
+            version["anonymous"]["reasons"]["hash"]
+        );
+    }
+    // Back after a ramp step: some move into the canary, none leave it.
+    let ramp = r#"{"versions":[{"name":"stable"},{"name":"canary","schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":10},{"after":"1h","weight":25}]}}],"hash":{"cookie":"vid"},"anonymous":"cookie"}"#;
+    let o = run(
+        &[
+            "simulate",
+            "-",
+            "--users",
+            "0",
+            "--anonymous",
+            "20000",
+            "--returns",
+            "2",
+            "--at",
+            "2026-12-01T09:30:00Z",
+            "--return-at",
+            "2026-12-01T10:30:00Z",
+            "--json",
+        ],
+        Some(ramp.as_bytes()),
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    let moved = v["returning"]["visitors_who_saw_another_version"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(v["returning"]["visitors_who_left_their_version"], 0);
+    let new_canary = v["versions"][1]["anonymous"]["count"].as_u64().unwrap();
+    let returning_canary = v["versions"][1]["returning"]["count"].as_u64().unwrap();
+    assert_eq!(returning_canary, 2 * (new_canary + moved));
+    // 15% of the visitors move: within 4 sigma.
+    let sigma = (20000.0f64 * 0.15 * 0.85).sqrt();
+    assert!((moved as f64 - 3000.0).abs() < 4.0 * sigma, "{moved}");
+
+    // anonymous: random, the same visitors: they flip.
+    let random = ramp.replace(r#""anonymous":"cookie""#, r#""anonymous":"random""#);
+    let o = run(
+        &[
+            "simulate",
+            "-",
+            "--users",
+            "0",
+            "--anonymous",
+            "20000",
+            "--returns",
+            "2",
+            "--at",
+            "2026-12-01T09:30:00Z",
+            "--json",
+        ],
+        Some(random.as_bytes()),
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    let moved = v["returning"]["visitors_who_saw_another_version"]
+        .as_u64()
+        .unwrap();
+    // 1 - P(same version three times) = 1 - (0.9^3 + 0.1^3) = 0.27.
+    let sigma = (20000.0f64 * 0.27 * 0.73).sqrt();
+    assert!((moved as f64 - 5400.0).abs() < 4.0 * sigma, "{moved}");
+
+    let o = run(
+        &["simulate", VISITORS, "--users", "0", "--anonymous", "1000"],
+        None,
+    );
+    let text = stdout(&o);
+    assert!(text.contains("anonymous: 1000 new visitors without a user ID (anonymous: cookie): each is issued a visitor ID in cookie visitor (Max-Age 180d, Path /, Domain shop.example.com, SameSite Lax, Secure, HttpOnly) and decided on it\n"), "{text}");
+    assert!(text.contains("returning: each visitor comes back 1 time with its cookie: 1000 requests; 0 of 1000 visitors saw another version than on their first visit, 0 left the version (not the baseline) they first saw\n"), "{text}");
+    assert!(
+        text.contains("new visitors (hash)  returning (hash)"),
+        "{text}"
+    );
 }
 
 #[test]

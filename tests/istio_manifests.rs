@@ -148,7 +148,12 @@ fn every_shipped_and_rendered_wasm_plugin_is_scoped_by_hosts() {
 
     // The check itself: a plugin without hosts, with empty hosts, and a
     // multi-rollout config with a rollout that matches every host, are caught.
-    let mut bare = plugins[0].clone();
+    // A single-service plugin (istio/gateway-rollouts/ has one with rollouts).
+    let mut bare = (*plugins
+        .iter()
+        .find(|p| p.value["spec"]["pluginConfig"].get("rollouts").is_none())
+        .expect("a single-service WasmPlugin"))
+    .clone();
     let config = bare.value["spec"]["pluginConfig"]
         .as_object_mut()
         .expect("pluginConfig");
@@ -257,6 +262,7 @@ fn extra_stat_tags_list_exactly_the_tags_in_the_metric_names() {
     assert_eq!(
         tags,
         BTreeSet::from([
+            "rollout".into(),
             "version".into(),
             "reason".into(),
             "code_class".into(),
@@ -757,6 +763,9 @@ fn rendering_refuses_what_would_not_work() {
     let bad_weight = r#"{"versions": [{"name": "stable"}, {"name": "canary", "weight": 120}]}"#;
     assert!(render_with("ghcr.io/x/y:1", None, Some(bad_weight)).contains("versions[1].weight"));
     assert!(render_with("ghcr.io/x/y:1", None, Some("{not json")).contains("not JSON"));
+    // A valid config of several services: istio/app/ is one service.
+    let rollouts = r#"{"rollouts": [{"name": "shop", "match": {"hosts": ["shop"]}, "versions": [{"name": "stable"}]}]}"#;
+    assert!(render_with("ghcr.io/x/y:1", None, Some(rollouts)).contains("istio/gateway-rollouts/"));
     assert!(render_with("s3://bucket/x.wasm", None, None).contains("scheme"));
     assert!(render_with("ghcr.io/x/y:1", Some("abc"), None).contains("64 lowercase hex"));
     let other = "f".repeat(64);

@@ -21,6 +21,7 @@ use canary_router::request::{
     find_cookie, serialize_headers, KnownSource, RequestFacts, SerializedHeaders,
 };
 use canary_router::schedule::{format_duration, parse_duration, parse_rfc3339};
+use canary_router::visitor::WithVisitorId;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config as RunnerConfig, RngSeed, TestCaseError, TestRunner};
@@ -160,13 +161,15 @@ fn duration_text() -> BoxedStrategy<String> {
                 "2562047788015h", "2562047788016h", "5124095576030h", "9223372036854775s",
                 "9223372036854776s", "18446744073709551s",
             ]),
-            4 => "[0-9]{1,4}[hms]",
+            4 => "[0-9]{1,4}[dhms]",
             1 => "[0-9]{1,3}h[0-9]{1,3}m[0-9]{1,3}s",
+            1 => "[0-9]{1,3}d[0-9]{1,3}h[0-9]{1,3}m[0-9]{1,3}s",
         ],
         prop_oneof![
             strings(&[
                 "",
                 "1m1h",
+                "1h1d",
                 "5",
                 "h",
                 "-1s",
@@ -252,7 +255,12 @@ fn cookie_name() -> BoxedStrategy<String> {
 }
 
 /// User IDs in many scripts and forms: what the hash and the user list must take byte for byte.
+/// The visitor ID the decision property's requests are issued under
+/// `anonymous: "cookie"`; also among the user IDs, so that lists name it.
+const ISSUED_ID: &str = "Zm9vYmFyLW5ldy12aXNpdA";
+
 const USER_IDS: &[&str] = &[
+    ISSUED_ID,
     "qa-alice",
     "qa-bob",
     "vip-carol",
@@ -435,6 +443,51 @@ fn config_json() -> BoxedStrategy<Value> {
                 ("trusted_sources", sources),
             ])
         });
+    let cookie_attributes = (
+        field(duration_text().prop_map(Value::String)),
+        field(
+            good_or_bad(
+                prop_oneof![strings(&["/", "/shop", "/a-b_c.~:@=%20"]), "/[!-~]{0,8}"],
+                prop_oneof![
+                    strings(&["", "shop", "/a;b", "/a b", "/\r\nX: y", "/é"]),
+                    ".{0,8}"
+                ],
+            )
+            .prop_map(Value::String),
+        ),
+        field(
+            good_or_bad(
+                prop_oneof![
+                    strings(&["example.com", ".example.com", "a-b.c", "localhost"]),
+                    "[a-z0-9]{1,5}(\\.[a-z0-9]{1,5}){0,3}"
+                ],
+                prop_oneof![
+                    strings(&["", ".", "a..b", "-a", "a b", "a;b", "a.b\n"]),
+                    ".{0,8}"
+                ],
+            )
+            .prop_map(Value::String),
+        ),
+        field(
+            good_or_bad(
+                strings(&["Lax", "Strict", "None"]),
+                strings(&["lax", "none", ""]),
+            )
+            .prop_map(Value::String),
+        ),
+        field(any::<bool>().prop_map(Value::Bool)),
+        field(any::<bool>().prop_map(Value::Bool)),
+    )
+        .prop_map(|(max_age, path, domain, same_site, secure, http_only)| {
+            object(&[
+                ("max_age", max_age),
+                ("path", path),
+                ("domain", domain),
+                ("same_site", same_site),
+                ("secure", secure),
+                ("http_only", http_only),
+            ])
+        });
     let hash = (
         field(header_name().prop_map(Value::String)),
         field(cookie_name().prop_map(Value::String)),
@@ -449,13 +502,15 @@ fn config_json() -> BoxedStrategy<Value> {
             )
             .prop_map(Value::from),
         ),
+        prop_oneof![2 => Just(None), 1 => mostly(cookie_attributes).prop_map(Some)],
     )
-        .prop_map(|(header, cookie, salt, buckets)| {
+        .prop_map(|(header, cookie, salt, buckets, cookie_attributes)| {
             object(&[
                 ("header", header),
                 ("cookie", cookie),
                 ("salt", salt),
                 ("buckets", buckets),
+                ("cookie_attributes", cookie_attributes),
             ])
         });
     let users = prop::collection::btree_map(
@@ -474,8 +529,11 @@ fn config_json() -> BoxedStrategy<Value> {
         prop_oneof![3 => Just(None), 1 => mostly(users).prop_map(Some)],
         prop_oneof![1 => Just(None), 3 => mostly(hash).prop_map(Some)],
         field(
-            good_or_bad(strings(&["random", "baseline"]), strings(&["Random", ""]))
-                .prop_map(Value::String),
+            good_or_bad(
+                strings(&["random", "baseline", "cookie"]),
+                strings(&["Random", ""]),
+            )
+            .prop_map(Value::String),
         ),
         field(
             good_or_bad(
@@ -691,6 +749,46 @@ fn check_accepted(config: &Config, text: &[u8], extra_times: &[i64]) -> Result<(
         is_token(rh) && *rh == rh.to_ascii_lowercase(),
         "route_header {rh:?}"
     );
+    // Nothing a config says can add an attribute to the visitor cookie or end the
+    // header: the Set-Cookie tail is exactly the documented attributes, in order,
+    // each value visible ASCII without `;`.
+    let tail = &config.hash.set_cookie_attributes;
+    ensure!(
+        tail.bytes().all(|b| b == b' ' || (b.is_ascii_graphic())),
+        "Set-Cookie attributes {tail:?}"
+    );
+    let attributes: Vec<&str> = tail.split("; ").collect();
+    ensure!(attributes.first() == Some(&""), "{tail:?}");
+    let names: Vec<&str> = attributes[1..]
+        .iter()
+        .map(|a| a.split_once('=').map_or(*a, |(name, _)| name))
+        .collect();
+    let allowed = [
+        "Max-Age", "Path", "Domain", "SameSite", "Secure", "HttpOnly",
+    ];
+    ensure!(
+        names.iter().all(|n| allowed.contains(n))
+            && names.windows(2).all(|w| {
+                allowed.iter().position(|a| *a == w[0]) < allowed.iter().position(|a| *a == w[1])
+            })
+            && names.starts_with(&["Max-Age", "Path"])
+            && names.contains(&"SameSite"),
+        "Set-Cookie attributes {tail:?}"
+    );
+    for attribute in &attributes[1..] {
+        if let Some((_, value)) = attribute.split_once('=') {
+            ensure!(
+                !value.is_empty() && !value.contains([';', ' ']),
+                "{attribute:?} in {tail:?}"
+            );
+        }
+    }
+    if tail.contains("SameSite=None") {
+        ensure!(
+            tail.contains("; Secure"),
+            "SameSite=None without Secure: {tail:?}"
+        );
+    }
     for name in [&config.override_.header, &config.hash.header]
         .into_iter()
         .flatten()
@@ -866,14 +964,17 @@ fn check_accepted(config: &Config, text: &[u8], extra_times: &[i64]) -> Result<(
 
     // Metrics: one name per (version, reason) and weight, per (version, class) and
     // (version, gRPC code) with metrics.responses, per duration with
-    // metrics.latency, and the guard's gauge; all distinct.
+    // metrics.latency, per issued visitor ID with anonymous: cookie, and the
+    // guard's gauge; all distinct.
     let mut sink = Recorder(Vec::new());
     let table = MetricTable::define(config, &mut sink);
     ensure!(table.is_ok(), "metric table");
+    let cookie = config.anonymous == Anonymous::Cookie;
     let per_version = 6
         + 1
         + if config.metrics.responses { 5 + 17 } else { 0 }
-        + usize::from(config.metrics.latency);
+        + usize::from(config.metrics.latency)
+        + usize::from(cookie);
     let expected = n * per_version + usize::from(config.guard.is_some());
     ensure!(sink.0.len() == expected, "{} metrics", sink.0.len());
     let distinct: HashSet<&String> = sink.0.iter().map(|(_, name)| name).collect();
@@ -1135,7 +1236,7 @@ fn setup() -> BoxedStrategy<Setup> {
             ),
             0..8,
         ),
-        any::<bool>(),
+        0u8..3,
         prop::option::of(1usize..4),
         (
             prop::option::weighted(0.3, prop::sample::subsequence(SECRETS.to_vec(), 1..=2)),
@@ -1143,7 +1244,7 @@ fn setup() -> BoxedStrategy<Setup> {
         ),
     )
         .prop_map(
-            |(names, n, raw_weights, buckets, headers, salt, users, baseline, guarded, trust)| {
+            |(names, n, raw_weights, buckets, headers, salt, users, policy, guarded, trust)| {
                 let names: Vec<String> = names[..n].iter().map(|s| s.to_string()).collect();
                 let mut left = 100;
                 let weights: Vec<u32> = raw_weights[..n - 1]
@@ -1171,15 +1272,16 @@ fn setup() -> BoxedStrategy<Setup> {
                 for (id, v) in &users {
                     by_version.entry(names[*v].as_str()).or_default().push(id);
                 }
-                let anonymous = if baseline {
-                    Anonymous::Baseline
-                } else {
-                    Anonymous::Random
+                // anonymous: cookie needs hash.cookie.
+                let (anonymous, policy) = match policy {
+                    1 => (Anonymous::Baseline, "baseline"),
+                    2 if hash_cookie.is_some() => (Anonymous::Cookie, "cookie"),
+                    _ => (Anonymous::Random, "random"),
                 };
                 let mut config = serde_json::json!({
                     "versions": versions,
                     "hash": { "buckets": buckets, "salt": salt },
-                    "anonymous": if baseline { "baseline" } else { "random" },
+                    "anonymous": policy,
                 });
                 if let Some(h) = &override_header {
                     config["override"]["header"] = h.as_str().into();
@@ -1520,7 +1622,9 @@ fn model_decide(
                 .as_deref()
                 .and_then(|c| model_cookie(pairs, c))
                 .filter(|v| !v.is_empty())
-        });
+        })
+        // A request without one is issued a visitor ID and goes by it.
+        .or_else(|| (s.anonymous == Anonymous::Cookie).then_some(ISSUED_ID.as_bytes()));
     let (version, reason) = match id {
         Some(id) => match s.users.iter().find(|(u, _)| u.as_bytes() == id) {
             Some((_, v)) => (*v, Reason::UserList),
@@ -1536,7 +1640,8 @@ fn model_decide(
         },
         None => match s.anonymous {
             Anonymous::Baseline => (0, Reason::Baseline),
-            Anonymous::Random => {
+            // Cookie: never here, an ID is always issued above.
+            Anonymous::Random | Anonymous::Cookie => {
                 // The draw itself is the crate's PRNG; where it lands is the model's.
                 let bucket = Rng::new(rng_seed).bucket(s.buckets);
                 (model_version_of_bucket(s, bucket), Reason::Random)
@@ -1571,9 +1676,12 @@ fn decide_from(
         guard_tripped: tripped,
         ..Routing::at(config, 0)
     };
-    let facts = KnownSource {
-        headers: SerializedHeaders::new(map),
-        source,
+    let facts = WithVisitorId {
+        request: KnownSource {
+            headers: SerializedHeaders::new(map),
+            source,
+        },
+        id: Some(ISSUED_ID.as_bytes()),
     };
     decide(config, &routing, &facts, &mut Rng::new(seed))
 }

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 pub const DEFAULT_SIMULATED_USERS: u64 = 100_000;
 /// Enough for any split to show; a bound so that a typo cannot run for hours.
 pub const MAX_SIMULATED: u64 = 100_000_000;
+/// Returns per simulated visitor: a bound for the same reason.
+pub const MAX_RETURNS: u64 = 1000;
 
 /// The main help page starts with what the tool is, as `canary-router: ...`.
 const TEMPLATE: &str = "{bin}: {about}\n\n{usage-heading} {usage}\n\n{all-args}{after-help}";
@@ -66,10 +68,12 @@ Invalid: exit 1 and every problem on standard error, one per line, each as
     #[command(
         help_template = COMMAND_TEMPLATE,
         long_about = "Which version a request gets, for which reason, and its bucket.\n\n\
-Describes the request with headers and cookies, runs the filter's decision on it and
-prints the version (the value the filter writes into the route header), the reason
-(the `reason` metric label: override, user_list, hash, random, baseline, guard), the
-bucket when a bucket decided, and why."
+Describes the request with its host, path, headers and cookies, finds its rollout
+as the filter does (the first whose match holds; a request that matches none passes
+untouched), runs the filter's decision on it and prints the rollout (for a config
+with rollouts), the version (the value the filter writes into the route header), the
+reason (the `reason` metric label: override, user_list, hash, random, baseline,
+guard), the bucket when a bucket decided, and why."
     )]
     Explain(Explain),
     /// The split over N synthetic users and N anonymous requests, by version and reason,
@@ -80,7 +84,14 @@ bucket when a bucket decided, and why."
 Runs the filter's decision for N synthetic user IDs (user-0, user-1, ...; in
 hash.header, else hash.cookie) and for anonymous requests (no user ID), and prints
 how many went to each version and why, next to the configured weights. Says whether
-each share is within 4 standard deviations of its weight."
+each share is within 4 standard deviations of its weight.
+
+Under anonymous: cookie each anonymous request is a new visitor: it is issued a
+visitor ID (drawn from --seed, where the filter draws 128 random bits) and decided on
+it. With --returns N every visitor then comes back N times with its cookie (at
+--return-at, e.g. after a ramp step), and the output counts the visitors who saw
+another version than on their first visit; under the other policies they come back
+without one."
     )]
     Simulate(Simulate),
     /// Print the JSON Schema of the config (config.schema.json)
@@ -127,6 +138,14 @@ pub struct Common {
 pub struct Explain {
     #[command(flatten)]
     pub common: Common,
+    /// The request's host (`:authority`, port allowed), which `hosts` and
+    /// rollouts' match.hosts are matched against
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The request's path (`:path`, query included), which rollouts'
+    /// match.path_prefixes are matched against
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
     /// A request header (repeatable; also `NAME: VALUE`). Names are case-insensitive;
     /// with repeated names the first counts, as in the filter
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = header)]
@@ -154,13 +173,25 @@ pub struct Explain {
 pub struct Simulate {
     #[command(flatten)]
     pub common: Common,
+    /// The rollout to simulate, by name: required when the config has several
+    #[arg(long, value_name = "NAME")]
+    pub rollout: Option<String>,
     /// Synthetic user IDs (0 for none)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_SIMULATED_USERS,
           value_parser = clap::value_parser!(u64).range(..=MAX_SIMULATED))]
     pub users: u64,
-    /// Requests without a user ID (default: as many as --users)
+    /// Requests without a user ID (default: as many as --users): new visitors,
+    /// which anonymous: cookie issues an ID
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(..=MAX_SIMULATED))]
     pub anonymous: Option<u64>,
+    /// Returning visitors: each anonymous visitor comes back N more times, with the
+    /// cookie it was issued under anonymous: cookie, with none otherwise (default: 1
+    /// under anonymous: cookie, else 0)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(..=MAX_RETURNS))]
+    pub returns: Option<u64>,
+    /// When the visitors come back (default: --at), e.g. after a ramp step
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub return_at: Option<String>,
     /// Simulate with the guard tripped
     #[arg(long)]
     pub guard_tripped: bool,
@@ -300,6 +331,12 @@ mod tests {
             panic!("not simulate")
         };
         assert_eq!((s.users, s.anonymous), (DEFAULT_SIMULATED_USERS, None));
+        assert_eq!((s.returns, s.return_at), (None, None));
+        let Ok(Command::Simulate(s)) = parse_str("simulate c.json --returns 3 --return-at +1h")
+        else {
+            panic!("not simulate")
+        };
+        assert_eq!((s.returns, s.return_at.as_deref()), (Some(3), Some("+1h")));
         assert_eq!(parse_str("schema").unwrap(), Command::Schema);
         assert_eq!(
             parse_str("completions zsh").unwrap(),
@@ -309,6 +346,8 @@ mod tests {
             parse_str("explain -- --odd-name.json").unwrap(),
             Command::Explain(Explain {
                 common: common("--odd-name.json"),
+                host: None,
+                path: None,
                 headers: vec![],
                 cookies: vec![],
                 source: None,
@@ -428,6 +467,7 @@ mod tests {
             "simulate c --users 100000001",
             "100000001 is not in 0..=100000000",
         );
+        has("simulate c --returns 1001", "1001 is not in 0..=1000");
         has(
             "simulate c --users many",
             "invalid value 'many' for '--users <N>'",

@@ -2,28 +2,41 @@
 //! went. The decision is `decide`'s; the text around it only describes the inputs.
 
 use crate::args::Explain;
+use crate::rollouts::{match_json, match_text};
 use crate::time::format_rfc3339;
 use crate::validate::percent;
 use crate::{load, print, Failure};
-use canary_router::config::{Config, Split};
+use canary_router::config::{Config, PluginConfig, Split};
 use canary_router::decide::{decide, user_id, Assignment, Reason, Rng, Routing};
 use canary_router::grpc::is_grpc_content_type;
 use canary_router::pick::decide_pick;
 use canary_router::request::{serialize_headers, KnownSource, RequestFacts, SerializedHeaders};
 use canary_router::trust::token_matches;
+use canary_router::visitor::{cookie_with_id, set_cookie_value, WithVisitorId};
 use serde_json::json;
 
-/// The header map: the headers in order, then one `cookie` header with the cookies.
-pub fn header_map(headers: &[(String, String)], cookies: &[(String, String)]) -> Vec<u8> {
+/// The header map: `--host` and `--path` as `:authority` and `:path` (pseudo-headers
+/// come first, as Envoy orders them), the headers in order, then one `cookie` header
+/// with the cookies.
+pub fn header_map(
+    host: Option<&str>,
+    path: Option<&str>,
+    headers: &[(String, String)],
+    cookies: &[(String, String)],
+) -> Vec<u8> {
     let cookie_header = cookies
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let mut pairs: Vec<(&[u8], &[u8])> = headers
-        .iter()
-        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-        .collect();
+    let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(host) = host {
+        pairs.push((b":authority", host.as_bytes()));
+    }
+    if let Some(path) = path {
+        pairs.push((b":path", path.as_bytes()));
+    }
+    pairs.extend(headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     if !cookies.is_empty() {
         pairs.push((b"cookie", cookie_header.as_bytes()));
     }
@@ -32,26 +45,44 @@ pub fn header_map(headers: &[(String, String)], cookies: &[(String, String)]) ->
 
 pub fn run(options: &Explain) -> Result<(), Failure> {
     let loaded = load(&options.common, "explain")?;
-    let config = &loaded.config;
-    let bytes = header_map(&options.headers, &options.cookies);
+    let plugin = &loaded.plugin;
+    let bytes = header_map(
+        options.host.as_deref(),
+        options.path.as_deref(),
+        &options.headers,
+        &options.cookies,
+    );
     let request = KnownSource {
         headers: SerializedHeaders::new(&bytes),
         source: options.source,
     };
-    if let Some(hosts) = &config.hosts {
-        if !hosts.admits(request.header(":authority")) {
-            return untouched(options, config, request.header(":authority"));
-        }
-    }
+    // The filter's own router: the first rollout whose match holds.
+    let Some(index) = plugin.router.route(&request) else {
+        return untouched(options, plugin, &request);
+    };
+    let rollout = &plugin.rollouts[index];
+    let config = &rollout.config;
+    // Which rollout, for a config with rollouts: (name, its match).
+    let named = rollout
+        .name
+        .as_deref()
+        .map(|name| (name, &plugin.router.matches()[index]));
     let routing = Routing {
         split: config.split_at(loaded.now_ms),
         guard_tripped: options.guard_tripped,
     };
     let rng = Rng::new(options.seed.unwrap_or(1));
-    let assignment = decide(config, &routing, &request, &mut rng.clone());
+    // anonymous: "cookie": the ID the filter would issue, one the seed stands in for.
+    let issued = crate::visitors::would_issue(config, &request)
+        .then(|| crate::visitors::sample_id(&mut Rng::new(options.seed.unwrap_or(1))));
+    let facts = WithVisitorId {
+        request,
+        id: issued.as_ref().map(|id| &id[..]),
+    };
+    let assignment = decide(config, &routing, &facts, &mut rng.clone());
     // Pick mode: the filter's pick-mode decision, and what it writes.
     let picked = config.hash.pick.as_ref().map(|pick| {
-        let (a, write) = decide_pick(config, pick, &routing, &request, &mut rng.clone());
+        let (a, write) = decide_pick(config, pick, &routing, &facts, &mut rng.clone());
         (pick, a, write)
     });
     let mut assignment = picked.as_ref().map_or(assignment, |(_, a, _)| *a);
@@ -66,14 +97,22 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             guard_tripped: false,
             ..routing.clone()
         },
-        &request,
+        &facts,
         &mut rng.clone(),
     );
+    let issued = issued.as_ref().map(|id| &id[..]);
     let version = config
         .versions
         .get(assignment.version)
         .map_or("?", |v| v.name.as_str());
-    let mut why = why(config, &routing.split, &request, &assignment, &unguarded);
+    let mut why = why(
+        config,
+        &routing.split,
+        &request,
+        issued,
+        &assignment,
+        &unguarded,
+    );
     if picked.is_some() {
         why = pick_why(why, &assignment, &unguarded);
     }
@@ -85,6 +124,19 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         notes.push("--route-weights: the config is not in pick mode (no hash.pick_header): its own weights decide".to_string());
     }
     notes.extend(grpc_note(config, &request, version));
+    // What the filter writes for an issued ID: the request's Cookie, the response's Set-Cookie.
+    let cookies = issued.map(|id| {
+        let name = config.hash.cookie.as_deref().unwrap_or("?");
+        (
+            String::from_utf8_lossy(&cookie_with_id(&request.headers, name, id)).into_owned(),
+            String::from_utf8_lossy(&set_cookie_value(
+                name,
+                id,
+                &config.hash.set_cookie_attributes,
+            ))
+            .into_owned(),
+        )
+    });
     if options.guard_tripped && config.guard.is_none() {
         notes.push("--guard-tripped: the config has no guard, so nothing changes".to_string());
     }
@@ -103,11 +155,18 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             "at": format_rfc3339(loaded.now_ms),
             "why": why,
             "notes": notes,
+            "visitor_id": issued.map(|id| String::from_utf8_lossy(id).into_owned()),
+            "cookie": cookies.as_ref().map(|(cookie, _)| cookie),
+            "set_cookie": cookies.as_ref().map(|(_, set)| set),
         });
         if let (Some(e), Some(fields)) = (&explained, out.as_object_mut()) {
             if let Some(extra) = e.json.as_object() {
                 fields.extend(extra.clone());
             }
+        }
+        if let Some((name, matched)) = named {
+            out["rollout"] = json!(name);
+            out["match"] = match_json(matched);
         }
         print(&format!("{out}\n"));
         return Ok(());
@@ -116,10 +175,17 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
         .as_ref()
         .and_then(|e| e.version_line.clone())
         .unwrap_or_else(|| version.to_string());
-    let mut out = format!(
+    let mut out = match named {
+        Some((name, matched)) => format!(
+            "rollout: {name} (the first whose match holds: {})\n",
+            match_text(matched)
+        ),
+        None => String::new(),
+    };
+    out.push_str(&format!(
         "version: {shown}\nreason:  {}\n",
         assignment.reason.as_str()
-    );
+    ));
     if let Some(bucket) = assignment.bucket {
         out.push_str(&format!("bucket:  {bucket} of {}\n", config.buckets));
     }
@@ -137,6 +203,12 @@ pub fn run(options: &Explain) -> Result<(), Failure> {
             }
         }
         None => out.push_str(&format!("sets:    {}: {version}\n", config.route_header)),
+    }
+    if let Some((cookie, set_cookie)) = &cookies {
+        out.push_str(&format!(
+            "cookie:  {cookie} (the request's Cookie, as the upstream sees it)\n"
+        ));
+        out.push_str(&format!("answers: Set-Cookie: {set_cookie}\n"));
     }
     print(&out);
     Ok(())
@@ -159,23 +231,45 @@ fn pick_why(why: String, assignment: &Assignment, unguarded: &Assignment) -> Str
     }
 }
 
-/// A request for another host than the config's `hosts`: the filter leaves it alone.
-fn untouched(options: &Explain, config: &Config, authority: Option<&[u8]>) -> Result<(), Failure> {
-    let why = match authority {
-        Some(a) => format!(
+/// A request no rollout matches (for a single service: another host than its
+/// `hosts`): the filter leaves it alone.
+fn untouched(
+    options: &Explain,
+    plugin: &PluginConfig,
+    request: &KnownSource,
+) -> Result<(), Failure> {
+    let authority = request.header(":authority");
+    let why = match (plugin.has_rollouts(), authority) {
+        (false, Some(a)) => format!(
             ":authority {} matches no entry of hosts: the filter passes the request on untouched (no header written or removed, not counted, not seen by the guard)",
             quoted(a)
         ),
-        None => "the request has no :authority (give --header :authority=HOST) and the config lists hosts: the filter passes it on untouched".to_string(),
+        (false, None) => "the request has no :authority (give --host HOST) and the config lists hosts: the filter passes it on untouched".to_string(),
+        (true, _) => {
+            let what = |name: &str| {
+                request
+                    .header(name)
+                    .map_or(format!("no {name}"), |v| format!("{name} {}", quoted(v)))
+            };
+            format!(
+                "{}, {}: no rollout's match holds, so the filter passes the request on untouched (no header written or removed, not counted, not seen by any guard)",
+                what(":authority"),
+                what(":path")
+            )
+        }
     };
     if options.common.json {
-        let out = json!({
+        let mut out = json!({
             "version": null,
             "reason": null,
             "untouched": true,
-            "route_header": config.route_header,
             "why": why,
         });
+        if plugin.has_rollouts() {
+            out["rollout"] = json!(null);
+        } else {
+            out["route_header"] = json!(plugin.rollouts[0].config.route_header);
+        }
         print(&format!("{out}\n"));
     } else {
         print(&format!("version: none (untouched)\nwhy:     {why}\n"));
@@ -282,10 +376,29 @@ fn why(
     config: &Config,
     split: &Split,
     request: &KnownSource,
+    issued: Option<&[u8]>,
     assignment: &Assignment,
     unguarded: &Assignment,
 ) -> String {
     let version = name_of(config, assignment.version);
+    // The ID decided on, and how it is named: from the request, or issued now.
+    let (id, named) = match (user_id(config, request), issued) {
+        (Some(id), _) => (
+            id,
+            format!("user ID {} (from {})", quoted(id), user_id_source(config, request)),
+        ),
+        (None, Some(id)) => (
+            id,
+            format!(
+                "{}; anonymous: cookie issues the new visitor ID {} (it stands for the 128 random bits the filter draws; --seed changes it) and decides the request on it, as its later requests with cookie {} will be",
+                no_user_id(config),
+                quoted(id),
+                config.hash.cookie.as_deref().unwrap_or("?")
+            ),
+        ),
+        (None, None) => (&b""[..], String::new()),
+    };
+    let issued_now = issued.is_some() && user_id(config, request).is_none();
     match assignment.reason {
         Reason::Override => {
             let header = config.override_.header.as_deref().and_then(|h| {
@@ -300,33 +413,43 @@ fn why(
                     config.override_.cookie.as_deref().unwrap_or("?")
                 )
             });
-            format!("{by} names {version}")
+            if issued_now {
+                format!("{by} names {version}; {named}, and it goes by that ID whenever it names no version")
+            } else {
+                format!("{by} names {version}")
+            }
         }
-        Reason::UserList => {
-            let id = user_id(config, request).unwrap_or_default();
-            format!(
-                "user ID {} (from {}) is listed under users.{version}",
-                quoted(id),
-                user_id_source(config, request)
-            )
+        Reason::UserList if issued_now => {
+            format!("{named}: the ID is listed under users.{version}")
         }
+        Reason::UserList => format!("{named} is listed under users.{version}"),
         Reason::Hash => {
-            let id = user_id(config, request).unwrap_or_default();
             let mut key = config.hash.key_prefix.clone();
             key.extend_from_slice(id);
-            format!(
-                "user ID {} (from {}): murmur3({}) % {} + 1 = bucket {}; buckets: {}",
-                quoted(id),
-                user_id_source(config, request),
+            let mut text = format!(
+                "{named}: murmur3({}) % {} + 1 = bucket {}; buckets: {}",
                 quoted(&key),
                 config.buckets,
                 assignment.bucket.unwrap_or(0),
                 ranges_text(config, split)
-            )
+            );
+            if issued_now {
+                text.push_str(&format!(
+                    ". New visitors land at the weights: {}",
+                    shares_text(config, split)
+                ));
+            }
+            text
         }
         Reason::Random => {
+            let policy = match config.anonymous {
+                canary_router::config::Anonymous::Cookie => {
+                    "a gRPC call is issued no visitor ID (its client keeps no cookie), so it is drawn as with anonymous: random, which draws a bucket for each request"
+                }
+                _ => "anonymous: random draws a bucket for each request",
+            };
             format!(
-                "{}; anonymous: random draws a bucket for each request, this draw {} ({}). Over many requests: {}",
+                "{}; {policy}, this draw {} ({}). Over many requests: {}",
                 no_user_id(config),
                 assignment.bucket.unwrap_or(0),
                 ranges_text(config, split),
@@ -338,7 +461,7 @@ fn why(
             no_user_id(config)
         ),
         Reason::Guard => {
-            let before = why(config, split, request, unguarded, unguarded);
+            let before = why(config, split, request, issued, unguarded, unguarded);
             format!(
                 "the guard on {} has tripped (--guard-tripped), so the baseline takes its traffic; with an armed guard: {} ({}: {before})",
                 name_of(config, unguarded.version),

@@ -11,14 +11,16 @@ mod args;
 mod explain;
 mod input;
 mod pick;
+mod rollouts;
 mod schema;
 mod simulate;
 mod time;
 mod validate;
+mod visitors;
 mod yaml;
 
 use args::{Cli, Command, Common, UsageError};
-use canary_router::config::{Config, ConfigError};
+use canary_router::config::{ConfigError, PluginConfig};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use std::io::Write;
@@ -47,14 +49,15 @@ impl From<UsageError> for Failure {
 }
 
 /// What the filter's host layer (`on_configure` in src/filter/root.rs) says when Envoy
-/// hands it no configuration bytes at all; `Config::from_json` never sees those.
+/// hands it no configuration bytes at all; `PluginConfig::from_json` never sees those.
 const EMPTY_CONFIGURATION: &str =
-    "the plugin configuration is empty: it must be a JSON object with at least `versions`";
+    "the plugin configuration is empty: it must be a JSON object with at least `versions` (or `rollouts`)";
 
 /// A loaded config and the moment to evaluate it at.
 pub struct Loaded {
     pub source: String,
-    pub config: Config,
+    /// Every rollout (one, unnamed, for a config without `rollouts`).
+    pub plugin: PluginConfig,
     pub now_ms: i64,
     /// True when `--at` was given.
     pub at_given: bool,
@@ -88,14 +91,14 @@ pub fn load(common: &Common, command: &'static str) -> Result<Loaded, Failure> {
             message: EMPTY_CONFIGURATION.to_string(),
         }]));
     }
-    let config = Config::from_json(&json).map_err(|errors| match format {
+    let plugin = PluginConfig::from_json(&json).map_err(|errors| match format {
         input::Format::Json => invalid(errors),
         // Positions in the JSON made from the YAML would only mislead; the field says where.
         input::Format::Yaml => invalid(errors.into_iter().map(input::without_position).collect()),
     })?;
     Ok(Loaded {
         source: source.clone(),
-        config,
+        plugin,
         now_ms,
         at_given: common.at.is_some(),
     })
@@ -107,7 +110,7 @@ pub fn print(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-fn eprint(text: &str) {
+pub fn eprint(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 

@@ -7,6 +7,7 @@ use canary_router::config::{Anonymous, Config};
 use canary_router::decide::{Assignment, Reason, Rng, Routing};
 use canary_router::pick::{decide_pick, destination_of, PickConfig, RouteWrite};
 use canary_router::request::{serialize_headers, KnownSource, SerializedHeaders};
+use canary_router::visitor::WithVisitorId;
 use serde_json::{json, Value};
 
 /// The route's destinations and weights, in the route's order.
@@ -319,8 +320,16 @@ pub fn simulate(
         requests: 0,
         by_destination: vec![0; n],
     };
+    // anonymous: cookie: each is a new visitor, issued an ID (see simulate.rs).
+    let mut id_rng = Rng::new(seed ^ 0x7669_7369_746f_7273);
     for _ in 0..anonymous {
-        let (_, write) = decide_pick(config, pick, routing, &request, &mut rng);
+        let id = (config.anonymous == Anonymous::Cookie)
+            .then(|| crate::visitors::sample_id(&mut id_rng));
+        let facts = WithVisitorId {
+            request,
+            id: id.as_ref().map(|id| &id[..]),
+        };
+        let (_, write) = decide_pick(config, pick, routing, &facts, &mut rng);
         anonymous_counts.requests += 1;
         if let Some(d) = land(write, &mut rng) {
             anonymous_counts.by_destination[d] += 1;
@@ -402,6 +411,7 @@ pub fn simulate(
         match config.anonymous {
             Anonymous::Random => "random: Envoy draws at the route's weights",
             Anonymous::Baseline => "baseline: pick value 0",
+            Anonymous::Cookie => "cookie: each is issued a visitor ID and gets its pick value",
         }
     ));
     if tripped {

@@ -2,13 +2,15 @@
 //! version and reason, against the shares the config promises.
 
 use crate::args::Simulate;
+use crate::rollouts::match_text;
 use crate::time::format_rfc3339;
 use crate::validate::percent;
 use crate::{load, print, Failure};
-use canary_router::config::{Anonymous, Config};
+use canary_router::config::{Anonymous, Config, PluginConfig, Rollout};
 use canary_router::decide::{decide, Reason, Rng, Routing};
 use canary_router::request::KnownSource;
 use canary_router::request::{serialize_headers, SerializedHeaders};
+use canary_router::visitor::WithVisitorId;
 use serde_json::{json, Map, Value};
 
 /// Decisions of one population, by version and reason.
@@ -60,12 +62,25 @@ enum IdPlace {
 
 pub fn run(options: &Simulate) -> Result<(), Failure> {
     let loaded = load(&options.common, "simulate")?;
-    let config = &loaded.config;
+    let rollout = crate::rollouts::chosen(&loaded.plugin, options.rollout.as_deref(), "simulate")?;
+    let config = &rollout.config;
     let routing = Routing {
         split: config.split_at(loaded.now_ms),
         guard_tripped: options.guard_tripped,
     };
+    let usage = |message: String| {
+        Failure::Usage(crate::args::UsageError {
+            message,
+            command: Some("simulate"),
+        })
+    };
     if let Some(pick) = &config.hash.pick {
+        if options.returns.is_some() || options.return_at.is_some() {
+            return Err(usage(format!(
+                "--returns and --return-at: the config is in pick mode (hash.pick_header {}): a returning visitor's pick value is its first's, and the route's weights decide where it lands",
+                pick.header
+            )));
+        }
         // Pick mode: the route's weights decide, so the split is over its destinations.
         let Some(weights) = &options.route_weights else {
             return Err(Failure::Usage(crate::args::UsageError {
@@ -76,7 +91,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
                 command: Some("simulate"),
             }));
         };
-        print(&crate::pick::simulate(
+        let out = crate::pick::simulate(
             config,
             pick,
             &routing,
@@ -84,6 +99,12 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
             options.users,
             options.anonymous.unwrap_or(options.users),
             options.seed.unwrap_or(1),
+            options.common.json,
+        );
+        print(&with_rollout(
+            out,
+            &loaded.plugin,
+            rollout,
             options.common.json,
         ));
         return Ok(());
@@ -122,12 +143,56 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
         headers: SerializedHeaders::new(&empty),
         source: None,
     };
-    // Without a user ID source every request is anonymous: N of them.
+    // Without a user ID source every request is anonymous: N of them. Each is a new
+    // visitor; anonymous: cookie issues it an ID, from a PRNG of its own so that the
+    // draws of the other policies stay as they were.
     let anonymous_n = options.anonymous.unwrap_or(options.users);
+    let cookie_mode = config.anonymous == Anonymous::Cookie;
+    let mut id_rng = Rng::new(options.seed.unwrap_or(1) ^ 0x7669_7369_746f_7273);
+    let returns = options.returns.unwrap_or(u64::from(cookie_mode));
+    let return_ms = match &options.return_at {
+        Some(text) => crate::time::parse_at(text, loaded.now_ms)
+            .map_err(|m| usage(m.replacen("--at", "--return-at", 1)))?,
+        None => loaded.now_ms,
+    };
+    let return_routing = Routing {
+        split: config.split_at(return_ms),
+        guard_tripped: options.guard_tripped,
+    };
+    let mut returning = Tally::new(n_versions);
+    let (mut moved, mut left) = (0u64, 0u64);
+    let cookie_name = config.hash.cookie.as_deref().unwrap_or_default();
     for _ in 0..anonymous_n {
-        let a = decide(config, &routing, &request, &mut rng);
+        let id = cookie_mode.then(|| crate::visitors::sample_id(&mut id_rng));
+        let facts = WithVisitorId {
+            request,
+            id: id.as_ref().map(|id| &id[..]),
+        };
+        let first = decide(config, &routing, &facts, &mut rng);
         anonymous.requests += 1;
-        anonymous.counts[a.version][a.reason.index()] += 1;
+        anonymous.counts[first.version][first.reason.index()] += 1;
+        if returns == 0 {
+            continue;
+        }
+        // Back with the cookie it was issued, or as anonymous as before.
+        let cookie = id.map(|id: [u8; canary_router::visitor::VISITOR_ID_LEN]| {
+            let value = format!("{cookie_name}={}", String::from_utf8_lossy(&id));
+            serialize_headers(&[(b"cookie", value.as_bytes())])
+        });
+        let later = KnownSource {
+            headers: SerializedHeaders::new(cookie.as_deref().unwrap_or(&empty)),
+            source: None,
+        };
+        let (mut saw_another, mut left_it) = (false, false);
+        for _ in 0..returns {
+            let a = decide(config, &return_routing, &later, &mut rng);
+            returning.requests += 1;
+            returning.counts[a.version][a.reason.index()] += 1;
+            saw_another |= a.version != first.version;
+            left_it |= first.version != 0 && a.version != first.version;
+        }
+        moved += u64::from(saw_another);
+        left += u64::from(left_it);
     }
 
     // What each population should show: the weights, with a tripped guard's share
@@ -144,7 +209,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
         }
     }
     let expected_anonymous: Vec<u32> = match config.anonymous {
-        Anonymous::Random => expected.clone(),
+        Anonymous::Random | Anonymous::Cookie => expected.clone(),
         Anonymous::Baseline => (0..n_versions)
             .map(|i| if i == 0 { 10_000 } else { 0 })
             .collect(),
@@ -158,7 +223,26 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
     let policy = match config.anonymous {
         Anonymous::Random => "random",
         Anonymous::Baseline => "baseline",
+        Anonymous::Cookie => "cookie",
     };
+    let returning_text = (returns > 0).then(|| {
+        let how = if cookie_mode {
+            "with its cookie"
+        } else {
+            "without a cookie, anonymous again"
+        };
+        let when = if options.return_at.is_some() {
+            format!(" at {}", format_rfc3339(return_ms))
+        } else {
+            String::new()
+        };
+        format!(
+            "returning: each visitor comes back {returns} time{} {how}{when}: {} requests; {moved} of {} visitors saw another version than on their first visit, {left} left the version (not the baseline) they first saw\n",
+            if returns == 1 { "" } else { "s" },
+            returning.requests,
+            anonymous.requests
+        )
+    });
 
     if options.common.json {
         let population = |t: &Tally, v: usize| {
@@ -183,6 +267,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
                     "weight": f64::from(weights[v]) / 100.0,
                     "users": population(&users, v),
                     "anonymous": population(&anonymous, v),
+                    "returning": population(&returning, v),
                 })
             })
             .collect();
@@ -199,10 +284,23 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
                 "requests": anonymous.requests,
                 "policy": policy,
                 "within_4_sigma": anonymous_outliers.is_empty(),
+                "visitor_ids_issued": if cookie_mode { anonymous.requests } else { 0 },
+            },
+            "returning": {
+                "returns_per_visitor": returns,
+                "at": format_rfc3339(return_ms),
+                "requests": returning.requests,
+                "visitors_who_saw_another_version": moved,
+                "visitors_who_left_their_version": left,
             },
             "versions": versions,
         });
-        print(&format!("{out}\n"));
+        print(&with_rollout(
+            format!("{out}\n"),
+            &loaded.plugin,
+            rollout,
+            true,
+        ));
         return Ok(());
     }
 
@@ -221,10 +319,21 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
             "users:     none: the config has no hash.header or hash.cookie, so every request is anonymous\n",
         ),
     }
-    out.push_str(&format!(
-        "anonymous: {} requests without a user ID (anonymous: {policy})\n",
-        anonymous.requests
-    ));
+    if cookie_mode {
+        out.push_str(&format!(
+            "anonymous: {} new visitors without a user ID (anonymous: cookie): each is issued a visitor ID in cookie {} and decided on it\n",
+            anonymous.requests,
+            crate::visitors::cookie_text(config)
+        ));
+    } else {
+        out.push_str(&format!(
+            "anonymous: {} requests without a user ID (anonymous: {policy})\n",
+            anonymous.requests
+        ));
+    }
+    if let Some(text) = &returning_text {
+        out.push_str(text);
+    }
     if options.guard_tripped {
         match &config.guard {
             Some(g) => out.push_str(&format!(
@@ -237,7 +346,16 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
     out.push('\n');
 
     let mut columns: Vec<(String, &Tally)> = Vec::new();
-    for (label, tally) in [("users", &users), ("anonymous", &anonymous)] {
+    let anonymous_label = if cookie_mode {
+        "new visitors"
+    } else {
+        "anonymous"
+    };
+    for (label, tally) in [
+        ("users", &users),
+        (anonymous_label, &anonymous),
+        ("returning", &returning),
+    ] {
         if tally.requests == 0 {
             continue;
         }
@@ -286,7 +404,7 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
     for (label, tally, outliers, expected) in [
         ("users", &users, &user_outliers, &expected),
         (
-            "anonymous",
+            anonymous_label,
             &anonymous,
             &anonymous_outliers,
             &expected_anonymous,
@@ -316,8 +434,31 @@ pub fn run(options: &Simulate) -> Result<(), Failure> {
             ));
         }
     }
-    print(&out);
+    print(&with_rollout(out, &loaded.plugin, rollout, false));
     Ok(())
+}
+
+/// For a config with rollouts, says which one was simulated: a first line, or a
+/// `rollout` field in the JSON.
+fn with_rollout(out: String, plugin: &PluginConfig, rollout: &Rollout, json: bool) -> String {
+    let Some(name) = rollout.name.as_deref() else {
+        return out;
+    };
+    let matched = plugin
+        .rollout_index(name)
+        .and_then(|i| plugin.router.matches().get(i));
+    if json {
+        match serde_json::from_str::<Value>(&out) {
+            Ok(mut value) => {
+                value["rollout"] = json!(name);
+                format!("{value}\n")
+            }
+            Err(_) => out,
+        }
+    } else {
+        let what = matched.map_or(String::new(), |m| format!(" ({})", match_text(m)));
+        format!("rollout:   {name}{what}\n{out}")
+    }
 }
 
 /// `canary 2, stable 1`: how many user IDs the config lists per version.

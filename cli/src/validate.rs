@@ -1,18 +1,40 @@
-//! `validate`: the filter's parser, and a one-line summary of what it loaded.
+//! `validate`: the filter's parser, and a one-line summary of what it loaded;
+//! warnings (rollouts that can never match, settings that have no effect) on
+//! standard error, and under `warnings` with `--json`.
 
 use crate::args::Common;
+use crate::rollouts::{match_json, match_text, shadow_warnings};
 use crate::time::format_rfc3339;
-use crate::{load, print, Failure, Loaded};
-use canary_router::config::{format_basis_points, Config, ConfigError, Weight};
+use crate::{eprint, load, print, Failure, Loaded};
+use canary_router::config::{format_basis_points, Anonymous, Config, ConfigError, Weight};
 use canary_router::schedule::format_duration;
 use serde_json::{json, Value};
 
 pub fn run(common: &Common) -> Result<(), Failure> {
     let loaded = load(common, "validate")?;
+    let mut warnings = shadow_warnings(&loaded.plugin);
+    for (i, rollout) in loaded.plugin.rollouts.iter().enumerate() {
+        for mut warning in rollout.config.warnings() {
+            if rollout.name.is_some() {
+                warning.field = format!("rollouts[{i}].{}", warning.field);
+            }
+            warnings.push(warning);
+        }
+    }
     if common.json {
-        print(&format!("{}\n", summary_json(&loaded)));
+        let mut out = summary_json(&loaded);
+        out["warnings"] = warnings
+            .iter()
+            .map(|w| json!({ "field": w.field, "message": w.message }))
+            .collect();
+        print(&format!("{out}\n"));
     } else {
         print(&format!("{}\n", summary(&loaded)));
+    }
+    // Valid, but something in it has no effect: said on standard error, exit 0 (the
+    // filter takes the config as it is).
+    for warning in &warnings {
+        eprint(&format!("warning: {warning}\n"));
     }
     Ok(())
 }
@@ -105,16 +127,45 @@ fn guard_text(config: &Config) -> String {
     )
 }
 
-/// `valid: stable 90%, canary 10%; guard on canary: ...`. With a ramp, or with
-/// `--at`, the line says at which time the weights hold.
+/// `valid: 2 versions: stable 90%, canary 10%; guard on canary: ...`. With a ramp,
+/// or with `--at`, the line says at which time the weights hold. With rollouts:
+/// `valid: 3 rollouts: checkout (hosts a.example): 2 versions: ... | api-v2 (...): ...`.
 pub fn summary(loaded: &Loaded) -> String {
-    let config = &loaded.config;
-    let weights = config.weights_at(loaded.now_ms);
-    let when = if config.is_scheduled() || loaded.at_given {
+    let plugin = &loaded.plugin;
+    let scheduled = plugin.rollouts.iter().any(|r| r.config.is_scheduled());
+    let when = if scheduled || loaded.at_given {
         format!(", at {}", format_rfc3339(loaded.now_ms))
     } else {
         String::new()
     };
+    if !plugin.has_rollouts() {
+        let config = &plugin.rollouts[0].config;
+        return format!("valid: {}", service_summary(config, loaded.now_ms, &when));
+    }
+    let rollouts: Vec<String> = plugin
+        .rollouts
+        .iter()
+        .zip(plugin.router.matches())
+        .map(|(rollout, matched)| {
+            format!(
+                "{} ({}): {}",
+                rollout.name.as_deref().unwrap_or("?"),
+                match_text(matched),
+                service_summary(&rollout.config, loaded.now_ms, "")
+            )
+        })
+        .collect();
+    format!(
+        "valid: {} rollout{}{when}: {}",
+        rollouts.len(),
+        if rollouts.len() == 1 { "" } else { "s" },
+        rollouts.join(" | ")
+    )
+}
+
+/// `2 versions: stable 90%, canary 10%; no guard`.
+fn service_summary(config: &Config, now_ms: i64, when: &str) -> String {
+    let weights = config.weights_at(now_ms);
     // Pick mode: the route's weights decide; the config has none.
     let versions = match &config.hash.pick {
         Some(pick) => format!(
@@ -130,8 +181,15 @@ pub fn summary(loaded: &Loaded) -> String {
         ),
         None => versions_text(config, &weights),
     };
+    let visitors = match config.anonymous {
+        Anonymous::Cookie => format!(
+            "new visitors get an ID in cookie {}; ",
+            crate::visitors::cookie_text(config)
+        ),
+        Anonymous::Random | Anonymous::Baseline => String::new(),
+    };
     format!(
-        "valid: {} version{}{when}: {}; {}",
+        "{} version{}{when}: {}; {visitors}{}",
         config.versions.len(),
         if config.versions.len() == 1 { "" } else { "s" },
         versions,
@@ -140,8 +198,36 @@ pub fn summary(loaded: &Loaded) -> String {
 }
 
 fn summary_json(loaded: &Loaded) -> Value {
-    let config = &loaded.config;
-    let weights = config.weights_at(loaded.now_ms);
+    let plugin = &loaded.plugin;
+    let at = format_rfc3339(loaded.now_ms);
+    if !plugin.has_rollouts() {
+        let mut out = service_json(&plugin.rollouts[0].config, loaded.now_ms);
+        out["valid"] = json!(true);
+        out["at"] = json!(at);
+        return out;
+    }
+    let rollouts: Vec<Value> = plugin
+        .rollouts
+        .iter()
+        .zip(plugin.router.matches())
+        .map(|(rollout, matched)| {
+            let mut out = service_json(&rollout.config, loaded.now_ms);
+            out["name"] = json!(rollout.name);
+            out["match"] = match_json(matched);
+            out
+        })
+        .collect();
+    json!({
+        "valid": true,
+        "at": at,
+        "metrics_prefix": plugin.metrics_prefix,
+        "rollouts": rollouts,
+    })
+}
+
+/// One service's versions, route header, buckets, pick mode and guard.
+fn service_json(config: &Config, now_ms: i64) -> Value {
+    let weights = config.weights_at(now_ms);
     let versions: Vec<Value> = config
         .versions
         .iter()
@@ -167,12 +253,19 @@ fn summary_json(loaded: &Loaded) -> Value {
         })
     });
     json!({
-        "valid": true,
-        "at": format_rfc3339(loaded.now_ms),
         "versions": versions,
         "route_header": config.route_header,
         "buckets": config.buckets,
         "pick": config.hash.pick.as_ref().map(|p| json!({"header": p.header, "total": p.total})),
         "guard": guard,
+        "anonymous": match config.anonymous {
+            Anonymous::Random => "random",
+            Anonymous::Baseline => "baseline",
+            Anonymous::Cookie => "cookie",
+        },
+        "visitor_cookie": (config.anonymous == Anonymous::Cookie).then(|| json!({
+            "name": config.hash.cookie,
+            "set_cookie_attributes": config.hash.set_cookie_attributes,
+        })),
     })
 }

@@ -15,7 +15,8 @@ pub enum Reason {
     UserList,
     /// Sticky bucketing of the user ID.
     Hash,
-    /// No user ID: a weighted random draw.
+    /// No user ID: a weighted random draw. (A visitor ID issued under
+    /// `anonymous: "cookie"` is a user ID: its decision is `Hash` or `UserList`.)
     Random,
     /// No user ID and `anonymous: "baseline"`.
     Baseline,
@@ -128,6 +129,17 @@ pub fn user_id<'r>(config: &Config, request: &'r impl RequestFacts) -> Option<&'
     })
 }
 
+/// The ID a decision goes by: the user ID, else, under `anonymous: "cookie"`, the
+/// visitor ID the host issues to this request now, which its later requests carry
+/// in the cookie: the same ID, so the same decision.
+#[inline]
+fn decision_id<'r>(config: &Config, request: &'r impl RequestFacts) -> Option<&'r [u8]> {
+    user_id(config, request).or_else(|| match config.anonymous {
+        Anonymous::Cookie => request.issue_visitor_id().filter(|id| !id.is_empty()),
+        Anonymous::Random | Anonymous::Baseline => None,
+    })
+}
+
 /// The version named by the override header, else by the override cookie, if the
 /// request may override. A value that names no version is ignored.
 #[inline]
@@ -181,6 +193,13 @@ pub fn decide(
     request: &impl RequestFacts,
     rng: &mut Rng,
 ) -> Assignment {
+    // Under anonymous: "cookie" the ID comes first, so that a request without one is
+    // issued its ID whatever decides it, an override too. Otherwise it is read only
+    // if no override decides.
+    let issued_first = match config.anonymous {
+        Anonymous::Cookie => Some(decision_id(config, request)),
+        Anonymous::Random | Anonymous::Baseline => None,
+    };
     if let Some(version) = override_version(config, request) {
         return Assignment {
             version,
@@ -188,7 +207,8 @@ pub fn decide(
             bucket: None,
         };
     }
-    let assignment = choose(config, &routing.split, request, rng);
+    let id = issued_first.unwrap_or_else(|| decision_id(config, request));
+    let assignment = choose(config, &routing.split, id, rng);
     match &config.guard {
         Some(guard) if routing.guard_tripped && assignment.version == guard.version => Assignment {
             version: 0,
@@ -200,13 +220,8 @@ pub fn decide(
 }
 
 #[inline]
-fn choose(
-    config: &Config,
-    split: &Split,
-    request: &impl RequestFacts,
-    rng: &mut Rng,
-) -> Assignment {
-    if let Some(id) = user_id(config, request) {
+fn choose(config: &Config, split: &Split, id: Option<&[u8]>, rng: &mut Rng) -> Assignment {
+    if let Some(id) = id {
         if let Some(&version) = config.users.get(id) {
             return Assignment {
                 version,
@@ -222,7 +237,8 @@ fn choose(
         };
     }
     match config.anonymous {
-        Anonymous::Random => {
+        // Cookie: no ID could be issued (a gRPC call).
+        Anonymous::Random | Anonymous::Cookie => {
             let bucket = rng.bucket(split.buckets);
             Assignment {
                 version: split.version_of_bucket(bucket),

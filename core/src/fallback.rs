@@ -174,9 +174,9 @@ pub struct SafeMode {
 
 impl SafeMode {
     /// From the refused config's text: the default route header, plus the
-    /// `route_header`, `override.token.header` and `hash.pick_header` it names,
-    /// where they can be read as header names (whatever else is wrong with the
-    /// config, as long as it is JSON).
+    /// `route_header`, `override.token.header` and `hash.pick_header` it names, at
+    /// the top level and in every rollout, where they can be read as header names
+    /// (whatever else is wrong with the config, as long as it is JSON).
     #[cold]
     #[inline(never)]
     pub fn from_refused(config: &[u8]) -> SafeMode {
@@ -189,6 +189,9 @@ impl SafeMode {
                 &["route_header"][..],
                 &["override", "token", "header"],
                 &["hash", "pick_header"],
+                &["rollouts", EVERY, "route_header"],
+                &["rollouts", EVERY, "override", "token", "header"],
+                &["rollouts", EVERY, "hash", "pick_header"],
             ] {
                 strings_at(config, path, &mut names);
             }
@@ -203,6 +206,9 @@ impl SafeMode {
     }
 }
 
+/// In a path of [`strings_at`]: every element of an array.
+const EVERY: &str = "[]";
+
 /// RFC 9110 token characters, as the config's header names are checked.
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
@@ -212,12 +218,18 @@ fn is_header_name(name: &str) -> bool {
 }
 
 /// Every string at `path` in a config read leniently: an object key that is
-/// there twice gives both values, and a value of another type is skipped.
+/// there twice gives both values, [`EVERY`] walks each element of an array, and
+/// a value of another type is skipped.
 #[cold]
 #[inline(never)]
 fn strings_at<'a>(value: &'a Loose, path: &[&str], out: &mut Vec<&'a str>) {
     match (value, path) {
         (Loose::String(s), []) => out.push(s),
+        (Loose::Array(elements), [step, rest @ ..]) if *step == EVERY => {
+            for element in elements {
+                strings_at(element, rest, out);
+            }
+        }
         (Loose::Object(entries), [key, rest @ ..]) => {
             for (k, v) in entries {
                 if k == key {
@@ -344,6 +356,27 @@ mod tests {
             "]".repeat(127)
         );
         assert_eq!(remove(&deep), ["x-canary-version", "x-a"]);
+        // Every rollout's headers, whatever else is wrong with it.
+        assert_eq!(
+            remove(
+                r#"{"rollouts":[{"name":"a","route_header":"X-A","hash":{"pick_header":"x-pick-a"}},
+                   7, {"route_header":"x-b","override":{"token":{"header":"x-tok"}},"versions":"bad"},
+                   {"route_header":["x-c"]}, {"route_header":"x-canary-version"}],
+                  "route_header":"x-top"}"#
+            ),
+            [
+                "x-canary-version",
+                "x-top",
+                "x-a",
+                "x-b",
+                "x-tok",
+                "x-pick-a"
+            ]
+        );
+        assert_eq!(
+            remove(r#"{"rollouts":{"route_header":"x-not-a-list"}}"#),
+            ["x-canary-version"]
+        );
         // A section of the wrong type hides nothing else, and a name given twice
         // is removed both times.
         assert_eq!(

@@ -75,6 +75,18 @@ impl Hosts {
         }
     }
 
+    /// The exact names, lower case.
+    #[inline]
+    pub fn exact(&self) -> &[Box<[u8]>] {
+        &self.exact
+    }
+
+    /// The wildcards' suffixes, lower case: `.example.com` for `*.example.com`.
+    #[inline]
+    pub fn suffixes(&self) -> &[Box<[u8]>] {
+        &self.suffixes
+    }
+
     /// True if a request with this `:authority` (absent: `None`) is for the plugin.
     #[inline]
     pub fn admits(&self, authority: Option<&[u8]>) -> bool {
@@ -90,7 +102,7 @@ impl Hosts {
 
 /// The host part of an authority: without the port and a trailing dot.
 #[inline]
-fn host_of(authority: &[u8]) -> &[u8] {
+pub fn host_of(authority: &[u8]) -> &[u8] {
     let host = if authority.first() == Some(&b'[') {
         // An IPv6 literal: up to and with the closing bracket.
         match authority.iter().position(|&b| b == b']') {

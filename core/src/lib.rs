@@ -12,10 +12,13 @@
 //! - [`trust`]: who may override: constant-time tokens, source address ranges;
 //! - [`ip`]: IP and socket addresses as text, to std's grammar (a leaf);
 //! - [`hosts`]: which requests a plugin is for (`hosts` against `:authority`);
+//! - [`router`]: which rollout a request belongs to (hosts, path prefixes, headers);
 //! - [`fallback`]: what serves when a config is refused (last good config, safe mode);
 //! - [`metrics`]: metric names, tags and the table of metric ids;
 //! - [`pick`]: pick mode, where a rollout controller sets the route's weights;
 //! - [`grpc`]: which requests are gRPC, and the status code a gRPC call ended with;
+//! - [`visitor`]: visitor IDs for `anonymous: "cookie"`, and the cookie headers
+//!   that carry them;
 
 //!
 //! Built for size (`opt-level = "z"` in the workspace's release profile): most of
@@ -38,6 +41,8 @@ pub mod ip;
 pub mod metrics;
 pub mod pick;
 pub mod request;
+pub mod router;
 pub mod schedule;
 pub mod trust;
 pub mod units;
+pub mod visitor;

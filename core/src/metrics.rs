@@ -3,8 +3,14 @@
 //! serves plain Envoy (`stats_tags` regexes) and Istio (`extraStatTags`):
 //! `version=.=canary;.;reason=.=hash;.;canary_requests_total` becomes
 //! `canary_requests_total{version="canary",reason="hash"}` in Prometheus.
+//!
+//! In a config with `rollouts`, every series of a rollout carries a `rollout` tag,
+//! first in the name as Istio writes its tags:
+//! `rollout=.=checkout;.;version=.=canary;.;reason=.=hash;.;canary_requests_total`.
+//! A single-service config keeps the names it always had, without the tag. The
+//! config health series are the proxy's, never a rollout's: no tag.
 
-use crate::config::{Config, WEIGHTED_VERSION};
+use crate::config::{Anonymous, Config, WEIGHTED_VERSION};
 use crate::decide::Reason;
 use crate::grpc::{GrpcCode, CODE_NAMES};
 
@@ -36,6 +42,24 @@ pub fn code_class_index(status: &[u8]) -> Option<usize> {
     }
 }
 
+/// The tag that names a rollout, first in each of its metric names.
+pub fn rollout_tag(rollout: &str) -> String {
+    format!("rollout=.={rollout};.;")
+}
+
+/// Defines every metric of a rollout with its `rollout` tag in front of the name.
+struct Tagged<'a, S> {
+    tag: String,
+    sink: &'a mut S,
+}
+
+impl<S: MetricSink> MetricSink for Tagged<'_, S> {
+    type Error = S::Error;
+    fn define(&mut self, kind: MetricKind, name: &str) -> Result<u32, Self::Error> {
+        self.sink.define(kind, &format!("{}{name}", self.tag))
+    }
+}
+
 pub fn requests_total_name(prefix: &str, version: &str, reason: Reason) -> String {
     format!(
         "version=.={version};.;reason=.={};.;{prefix}_requests_total",
@@ -51,6 +75,13 @@ pub fn responses_total_name(prefix: &str, version: &str, code_class: &str) -> St
 /// which `responses_total` cannot see (a failed gRPC call is mostly `:status 200`).
 pub fn grpc_responses_total_name(prefix: &str, version: &str, grpc_code: &str) -> String {
     format!("version=.={version};.;grpc_code=.={grpc_code};.;{prefix}_grpc_responses_total")
+}
+
+/// `anonymous: "cookie"`: visitor IDs issued, per version the new visitor went to:
+/// the new-visitor traffic of each version (its requests are also in
+/// `requests_total`, as every decision).
+pub fn visitor_ids_issued_total_name(prefix: &str, version: &str) -> String {
+    format!("version=.={version};.;{prefix}_visitor_ids_issued_total")
 }
 
 pub fn request_duration_name(prefix: &str, version: &str) -> String {
@@ -93,12 +124,47 @@ pub struct MetricTable {
     /// Pick mode: decisions the route's weights make, per reason, under the version
     /// label [`WEIGHTED_VERSION`].
     weighted: Vec<u32>,
+    /// `anonymous: "cookie"`: visitor IDs issued per version.
+    visitor_ids_issued: Vec<u32>,
+    /// And in pick mode, those the route's weights decide, under the version label
+    /// [`WEIGHTED_VERSION`].
+    weighted_visitor_ids_issued: Option<u32>,
 }
 
 impl MetricTable {
+    /// The metrics of one rollout: `rollout` names it (its tag starts every name),
+    /// `None` for a single-service config (names without the tag).
+    #[cold]
+    #[inline(never)]
+    pub fn define_for<S: MetricSink>(
+        config: &Config,
+        rollout: Option<&str>,
+        sink: &mut S,
+    ) -> Result<Self, S::Error> {
+        // One code path for both (an untagged config has an empty tag): the table's
+        // code is in the `.wasm` once.
+        Self::define_tagged(
+            config,
+            &mut Tagged {
+                tag: rollout.map_or_else(String::new, rollout_tag),
+                sink,
+            },
+        )
+    }
+
+    /// The metrics of a single-service config (no `rollout` tag).
     #[cold]
     #[inline(never)]
     pub fn define<S: MetricSink>(config: &Config, sink: &mut S) -> Result<Self, S::Error> {
+        Self::define_for(config, None, sink)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn define_tagged<S: MetricSink>(
+        config: &Config,
+        sink: &mut Tagged<S>,
+    ) -> Result<Self, S::Error> {
         let prefix = &config.metrics_prefix;
         let n = config.versions.len();
         let mut table = MetricTable {
@@ -109,6 +175,8 @@ impl MetricTable {
             weights: Vec::with_capacity(n),
             guard_tripped: None,
             weighted: Vec::new(),
+            visitor_ids_issued: Vec::new(),
+            weighted_visitor_ids_issued: None,
         };
         for version in &config.versions {
             let v = version.name.as_str();
@@ -158,7 +226,31 @@ impl MetricTable {
                     .push(sink.define(MetricKind::Counter, &name)?);
             }
         }
+        if config.anonymous == Anonymous::Cookie {
+            for version in &config.versions {
+                let name = visitor_ids_issued_total_name(prefix, &version.name);
+                table
+                    .visitor_ids_issued
+                    .push(sink.define(MetricKind::Counter, &name)?);
+            }
+            if config.hash.pick.is_some() {
+                let name = visitor_ids_issued_total_name(prefix, WEIGHTED_VERSION);
+                table.weighted_visitor_ids_issued = Some(sink.define(MetricKind::Counter, &name)?);
+            }
+        }
         Ok(table)
+    }
+
+    /// The counter of visitor IDs issued to requests that went to `version`;
+    /// `weighted`: pick mode, where the route's weights chose (counted under
+    /// [`WEIGHTED_VERSION`]).
+    #[inline]
+    pub fn visitor_id_issued(&self, version: usize, weighted: bool) -> Option<u32> {
+        if weighted {
+            self.weighted_visitor_ids_issued
+        } else {
+            self.visitor_ids_issued.get(version).copied()
+        }
     }
 
     /// The weight gauge of each version, in version order.
@@ -370,6 +462,117 @@ mod tests {
             .0
             .iter()
             .all(|(_, n)| !n.contains("responses_total") && !n.contains("duration")));
+    }
+
+    #[test]
+    fn a_rollouts_metrics_carry_its_tag_first_and_a_single_service_config_none() {
+        let plugin = crate::config::PluginConfig::from_json(
+            br#"{"metrics":{"responses":true,"latency":true},"rollouts":[
+                {"name":"checkout","versions":[{"name":"stable"},{"name":"canary","weight":5}],
+                 "guard":{"version":"canary","max_error_rate":0.1}},
+                {"name":"search","versions":[{"name":"v1"}],"hash":{"header":"u","pick_header":"x-pick"}}]}"#,
+        )
+        .unwrap();
+        let mut rec = Recorder::default();
+        let tables: Vec<MetricTable> = plugin
+            .rollouts
+            .iter()
+            .map(|r| MetricTable::define_for(&r.config, r.name.as_deref(), &mut rec).unwrap())
+            .collect();
+        // Every series of a rollout, whatever its kind, is tagged.
+        assert_eq!(
+            rec.0.len(),
+            2 * (6 + 5 + 17 + 1 + 1) + 1 + (6 + 5 + 17 + 1 + 1) + 2
+        );
+        let checkout = rec
+            .0
+            .iter()
+            .filter(|(_, n)| n.starts_with("rollout=.=checkout;.;version=.="))
+            .count();
+        let search = rec
+            .0
+            .iter()
+            .filter(|(_, n)| n.starts_with("rollout=.=search;.;version=.="))
+            .count();
+        assert_eq!((checkout, search), (2 * 30 + 1, 30 + 2));
+        let name = |id: Option<u32>| rec.0[id.unwrap() as usize].1.clone();
+        assert_eq!(
+            name(tables[0].request(1, Reason::Hash)),
+            "rollout=.=checkout;.;version=.=canary;.;reason=.=hash;.;canary_requests_total"
+        );
+        assert_eq!(
+            name(tables[0].guard_tripped()),
+            "rollout=.=checkout;.;version=.=canary;.;canary_guard_tripped"
+        );
+        assert_eq!(
+            name(tables[1].weighted_request(Reason::Random)),
+            "rollout=.=search;.;version=.=weighted;.;reason=.=random;.;canary_requests_total"
+        );
+        assert_eq!(
+            name(tables[1].duration(0)),
+            "rollout=.=search;.;version=.=v1;.;canary_request_duration_milliseconds"
+        );
+        // Ids are the sink's, per rollout.
+        assert_ne!(
+            tables[0].request(0, Reason::Hash),
+            tables[1].request(0, Reason::Hash)
+        );
+
+        let single = Config::from_json(br#"{"versions":[{"name":"stable"}]}"#).unwrap();
+        let mut plain = Recorder::default();
+        MetricTable::define_for(&single, None, &mut plain).unwrap();
+        let mut before = Recorder::default();
+        MetricTable::define(&single, &mut before).unwrap();
+        assert_eq!(plain.0, before.0);
+        assert!(plain.0.iter().all(|(_, n)| n.starts_with("version=.=")));
+    }
+
+    #[test]
+    fn anonymous_cookie_adds_one_issued_counter_per_version() {
+        let json = r#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"hash":{"cookie":"vid"},"anonymous":"cookie","metrics_prefix":"shop"}"#;
+        let config = Config::from_json(json.as_bytes()).unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(rec.0.len(), 2 * (6 + 1 + 1));
+        let name = |id: Option<u32>| rec.0[id.unwrap() as usize].clone();
+        assert_eq!(
+            name(table.visitor_id_issued(1, false)),
+            (
+                MetricKind::Counter,
+                "version=.=canary;.;shop_visitor_ids_issued_total".into()
+            )
+        );
+        assert_eq!(
+            name(table.visitor_id_issued(0, false)).1,
+            "version=.=stable;.;shop_visitor_ids_issued_total"
+        );
+        assert_eq!(table.visitor_id_issued(2, false), None);
+        assert_eq!(table.visitor_id_issued(0, true), None, "not in pick mode");
+
+        let pick = r#"{"versions":[{"name":"stable"},{"name":"canary"}],"hash":{"cookie":"vid","pick_header":"x-pick"},"anonymous":"cookie","metrics_prefix":"shop"}"#;
+        let config = Config::from_json(pick.as_bytes()).unwrap();
+        let mut rec = Recorder::default();
+        let table = MetricTable::define(&config, &mut rec).unwrap();
+        assert_eq!(
+            rec.0[table.visitor_id_issued(0, true).unwrap() as usize].1,
+            "version=.=weighted;.;shop_visitor_ids_issued_total"
+        );
+        assert_ne!(
+            table.visitor_id_issued(0, true),
+            table.visitor_id_issued(0, false)
+        );
+
+        for other in [r#""random""#, r#""baseline""#] {
+            let json = json.replace(
+                r#""anonymous":"cookie""#,
+                &format!(r#""anonymous":{other}"#),
+            );
+            let config = Config::from_json(json.as_bytes()).unwrap();
+            let mut rec = Recorder::default();
+            let table = MetricTable::define(&config, &mut rec).unwrap();
+            assert!(rec.0.iter().all(|(_, n)| !n.contains("visitor_ids")));
+            assert_eq!(table.visitor_id_issued(0, false), None);
+        }
     }
 
     #[test]

@@ -16,6 +16,15 @@ pub trait RequestFacts {
     fn source_address(&self) -> Option<std::net::IpAddr> {
         None
     }
+    /// `anonymous: "cookie"`: a new visitor ID for this request, which carries no user
+    /// ID. Asked only then, once per decision. The host draws it from its random
+    /// source and keeps it, to add it to the request's `Cookie` and to answer it in
+    /// `Set-Cookie` (see the `visitor` module); `None` where no ID may be issued (gRPC
+    /// calls), and the request is then drawn as with `anonymous: "random"`.
+    #[inline]
+    fn issue_visitor_id(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// A request whose client address is known up front: what the command-line tool

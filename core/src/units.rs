@@ -211,13 +211,14 @@ pub fn escape_text(text: &str, quote: bool) -> String {
     out
 }
 
-/// Parses `1h`, `10m`, `30s`, `1h30m`, `0s`: whole hours, minutes and seconds in
-/// that order, at least one. Returns milliseconds.
+/// Parses `1h`, `10m`, `30s`, `1h30m`, `365d`, `0s`: whole days (`d`, 24 hours),
+/// hours (`h`), minutes (`m`) and seconds (`s`), in that order, at least one.
+/// Returns milliseconds.
 #[cold]
 #[inline(never)]
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("`{}` is not a duration: use whole hours, minutes and seconds such as 30s, 10m, 1h or 1h30m", escape_text(text, true))
+        format!("`{}` is not a duration: use whole days, hours, minutes and seconds such as 30s, 10m, 1h30m or 365d", escape_text(text, true))
     };
     if text.is_empty() {
         return Err(bad());
@@ -237,6 +238,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             continue;
         }
         let unit_ms = match c {
+            'd' => 86_400_000,
             'h' => 3_600_000,
             'm' => 60_000,
             's' => 1_000,
@@ -259,13 +261,14 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
-/// Formats milliseconds the way durations are written: `1h30m`, `45s`, `0s`.
+/// Formats milliseconds the way durations are written: `1h30m`, `45s`, `0s`,
+/// `365d`.
 #[cold]
 #[inline(never)]
 pub fn format_duration(ms: u64) -> String {
     let mut secs = ms / 1000;
     let mut out = String::new();
-    for (unit, size) in [("h", 3600), ("m", 60)] {
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
         if secs >= size {
             out.push_str(&format!("{}{unit}", secs / size));
             secs %= size;
@@ -452,11 +455,18 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(600_000));
         assert_eq!(parse_duration("2h"), Ok(7_200_000));
         assert_eq!(parse_duration("1h30m5s"), Ok(5_405_000));
+        assert_eq!(parse_duration("1d"), Ok(86_400_000));
+        assert_eq!(parse_duration("365d"), Ok(31_536_000_000));
+        assert_eq!(parse_duration("2d12h"), Ok(216_000_000));
+        assert_eq!(parse_duration("1d0h0m1s"), Ok(86_401_000));
         for bad in [
             "",
             "5",
             "s",
-            "1d",
+            "d",
+            "1w",
+            "1h1d",
+            "1d1d",
             "1.5h",
             "30s1m",
             "1m1m",
@@ -469,6 +479,19 @@ mod tests {
         assert_eq!(format_duration(5_405_000), "1h30m5s");
         assert_eq!(format_duration(600_000), "10m");
         assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(31_536_000_000), "365d");
+        assert_eq!(format_duration(90_000_000), "1d1h");
+        for ms in [
+            0,
+            1_000,
+            59_000,
+            3_600_000,
+            86_400_000,
+            5_405_000,
+            31_536_000_000,
+        ] {
+            assert_eq!(parse_duration(&format_duration(ms)), Ok(ms));
+        }
     }
 
     #[test]

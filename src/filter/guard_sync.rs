@@ -1,6 +1,6 @@
 //! The proxy-wide guard state in shared data, and the weight and guard gauges.
 
-use super::state::{Active, Live};
+use super::state::{Live, Service};
 use crate::guard::{describe, GuardConfig, GuardEvent, GuardState, Pending};
 use log::{info, warn};
 use proxy_wasm::hostcalls;
@@ -12,19 +12,19 @@ const SAME_LOAD_MS: u64 = 10_000;
 /// Compare-and-swap retries before a merge is left to the next tick.
 const CAS_ATTEMPTS: usize = 16;
 
-pub(super) fn publish_weights(active: &Active, live: &mut Live, weights: Vec<u32>) {
+pub(super) fn publish_weights(service: &Service, live: &mut Live, weights: Vec<u32>) {
     // Pick mode: the weights are the route's, unknown here; the gauges stay at 0.
-    if live.weights == weights || active.config.hash.pick.is_some() {
+    if live.weights == weights || service.config.hash.pick.is_some() {
         return;
     }
-    for (id, weight) in active.metrics.weights().iter().zip(&weights) {
+    for (id, weight) in service.metrics.weights().iter().zip(&weights) {
         let _ = hostcalls::record_metric(*id, u64::from(*weight));
     }
     live.weights = weights;
 }
 
-fn set_guard_gauge(active: &Active, tripped: bool) {
-    if let Some(id) = active.metrics.guard_tripped() {
+fn set_guard_gauge(service: &Service, tripped: bool) {
+    if let Some(id) = service.metrics.guard_tripped() {
         let _ = hostcalls::record_metric(id, u64::from(tripped));
     }
 }
@@ -32,9 +32,9 @@ fn set_guard_gauge(active: &Active, tripped: bool) {
 /// Merges this worker's pending guard counts into the proxy-wide state, applies
 /// the trip/re-arm rule, and adopts the resulting state locally. The worker whose
 /// write makes a transition logs it, so each transition is logged once.
-pub(super) fn sync_guard(active: &Active, guard: &GuardConfig, live: &mut Live, now: u64) {
+pub(super) fn sync_guard(service: &Service, guard: &GuardConfig, live: &mut Live, now: u64) {
     for _ in 0..CAS_ATTEMPTS {
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(&active.guard_key) else {
+        let Ok((bytes, cas)) = hostcalls::get_shared_data(&service.guard_key) else {
             return;
         };
         let existing = bytes.as_deref().and_then(|b| GuardState::decode(b, guard));
@@ -45,24 +45,25 @@ pub(super) fn sync_guard(active: &Active, guard: &GuardConfig, live: &mut Live, 
         }
         let event = state.evaluate(now, guard);
         if found && live.pending.is_empty() && event.is_none() {
-            adopt(active, live, state.is_tripped());
+            adopt(service, live, state.is_tripped());
             return;
         }
-        match hostcalls::set_shared_data(&active.guard_key, Some(&state.encode()), cas) {
+        match hostcalls::set_shared_data(&service.guard_key, Some(&state.encode()), cas) {
             Ok(()) => {
                 live.pending = Pending::default();
-                adopt(active, live, state.is_tripped());
+                adopt(service, live, state.is_tripped());
                 if let Some(event) = event {
-                    let versions = &active.config.versions;
+                    let versions = &service.config.versions;
                     let line = describe(
                         &event,
                         guard,
                         versions.get(guard.version).map_or("?", |v| v.name.as_str()),
                         versions.first().map_or("?", |v| v.name.as_str()),
                     );
+                    let rollout = service.log_prefix();
                     match event {
-                        GuardEvent::Tripped { .. } => warn!("{line}"),
-                        GuardEvent::Rearmed => info!("{line}"),
+                        GuardEvent::Tripped { .. } => warn!("{rollout}{line}"),
+                        GuardEvent::Rearmed => info!("{rollout}{line}"),
                     }
                 }
                 return;
@@ -73,16 +74,16 @@ pub(super) fn sync_guard(active: &Active, guard: &GuardConfig, live: &mut Live, 
     }
 }
 
-fn adopt(active: &Active, live: &mut Live, tripped: bool) {
+fn adopt(service: &Service, live: &mut Live, tripped: bool) {
     live.routing.guard_tripped = tripped;
-    set_guard_gauge(active, tripped);
+    set_guard_gauge(service, tripped);
 }
 
 /// At load: the guard state of this config starts afresh unless another worker
 /// of the same load has just created it.
-pub(super) fn reset_guard_state(active: &Active, guard: &GuardConfig, now: u64) {
+pub(super) fn reset_guard_state(service: &Service, guard: &GuardConfig, now: u64) {
     for _ in 0..CAS_ATTEMPTS {
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(&active.guard_key) else {
+        let Ok((bytes, cas)) = hostcalls::get_shared_data(&service.guard_key) else {
             return;
         };
         let current = bytes.as_deref().and_then(|b| GuardState::decode(b, guard));
@@ -90,7 +91,7 @@ pub(super) fn reset_guard_state(active: &Active, guard: &GuardConfig, now: u64) 
             return;
         }
         let fresh = GuardState::new(now, guard).encode();
-        match hostcalls::set_shared_data(&active.guard_key, Some(&fresh), cas) {
+        match hostcalls::set_shared_data(&service.guard_key, Some(&fresh), cas) {
             Err(Status::CasMismatch) => continue,
             _ => return,
         }

@@ -1,5 +1,5 @@
-//! Host helpers: the clock, the random seed, metric definition, one-call header
-//! map read, and the rejection log line.
+//! Host helpers: the clock, the random source (the seed, visitor IDs), metric
+//! definition, one-call header map read, and the rejection log line.
 
 use crate::config::ConfigError;
 use crate::metrics::{MetricKind, MetricSink};
@@ -21,15 +21,21 @@ extern "C" {
     fn wasi_random_get(buf: *mut u8, buf_len: usize) -> i32;
 }
 
+/// `N` bytes from the host's random source; `None` if the host gives none (WASI
+/// errno not 0).
+pub(super) fn random_bytes<const N: usize>() -> Option<[u8; N]> {
+    let mut bytes = [0u8; N];
+    // SAFETY: the host writes at most `bytes.len()` bytes, into `bytes`.
+    let errno = unsafe { wasi_random_get(bytes.as_mut_ptr(), bytes.len()) };
+    (errno == 0).then_some(bytes)
+}
+
 /// The seed of a worker's random draws (anonymous users): 64 bits from the host's
 /// random source, once per root context, so the per-request draw needs no host
 /// call. Mixed with the clock, so that workers still differ should the host give
 /// nothing.
 pub(super) fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: the host writes at most `bytes.len()` bytes, into `bytes`.
-    let _ = unsafe { wasi_random_get(bytes.as_mut_ptr(), bytes.len()) };
-    u64::from_le_bytes(bytes) ^ now_ms().unsigned_abs()
+    u64::from_le_bytes(random_bytes::<8>().unwrap_or_default()) ^ now_ms().unsigned_abs()
 }
 
 pub(super) fn unix_ms(t: SystemTime) -> i64 {

@@ -2,11 +2,10 @@
 //! `ON_BAD_CONFIG`, and the last good config in this VM's history and in the
 //! proxy's shared data.
 
-use super::host::HostMetrics;
 use super::state::Active;
-use crate::config::Config;
+use crate::config::PluginConfig;
 use crate::fallback::{LoadHistory, OnBadConfig, ON_BAD_CONFIG_ENV};
-use crate::metrics::{MetricTable, CONFIG_REJECTED_TOTAL, CONFIG_SAFE_MODE, CONFIG_STALE};
+use crate::metrics::{CONFIG_REJECTED_TOTAL, CONFIG_SAFE_MODE, CONFIG_STALE};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::{Cell, RefCell};
@@ -99,12 +98,6 @@ pub(super) fn remember_last_good(plugin: &str, text: &[u8]) {
 pub(super) fn last_good_of_proxy(plugin: &str) -> Option<Active> {
     let (text, _) = hostcalls::get_shared_data(&last_good_key(plugin)).ok()?;
     let text = text?;
-    let config = Config::from_json(&text).ok()?;
-    let metrics = MetricTable::define(&config, &mut HostMetrics).ok()?;
-    Some(Active {
-        guard_key: format!("canary-router/guard/{:08x}", config.fingerprint),
-        text,
-        config,
-        metrics,
-    })
+    let config = PluginConfig::from_json(&text).ok()?;
+    Active::new(text, config).ok()
 }

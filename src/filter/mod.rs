@@ -22,6 +22,12 @@
 //! a 200), plus one counter increment (`P_grpc_responses_total`, when opted in).
 //! Other requests pay nothing for gRPC.
 //!
+//! `anonymous: "cookie"` costs nothing more on a request that has a user ID. A new
+//! visitor (no user ID, not a gRPC call) costs three host calls: `random_get` (WASI)
+//! for its 128-bit ID, a `cookie` request header write (so that the upstream sees
+//! the ID), a `set-cookie` response header added beside the upstream's own, and
+//! one counter increment (`P_visitor_ids_issued_total`).
+//!
 //! Ramps and the guard add no host call per request: a timer (`on_tick`) moves the
 //! split and merges this worker's guard counts into the proxy-wide guard state in
 //! shared data (compare-and-swap). A failed response of the guarded version merges

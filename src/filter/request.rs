@@ -1,9 +1,9 @@
-//! The HTTP context: the decision on the way in, the counts and the guard's tally
-//! on the way out.
+//! The HTTP context: the rollout and the decision on the way in, the counts and
+//! the guard's tally on the way out.
 
 use super::guard_sync::sync_guard;
-use super::host::{generated_locally, now_ms, request_header_map, unix_ms};
-use super::state::{Active, Live};
+use super::host::{generated_locally, now_ms, random_bytes, request_header_map, unix_ms};
+use super::state::{Active, Live, Service};
 use crate::config::Config;
 use crate::decide::{decide, Reason, Rng};
 use crate::fallback::SafeMode;
@@ -16,11 +16,15 @@ use crate::ip::parse_socket_or_ip;
 use crate::metrics::code_class_index;
 use crate::pick::{decide_pick, version_of_cluster, RouteWrite};
 use crate::request::{RequestFacts, SerializedHeaders};
+use crate::visitor::{
+    cookie_with_id, encode_visitor_id, may_issue, set_cookie_value, VISITOR_ID_LEN,
+    VISITOR_ID_RANDOM_BYTES,
+};
 use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::SystemTime;
 
@@ -28,8 +32,11 @@ use std::time::SystemTime;
 pub(super) struct CanaryRequest {
     pub(super) active: Option<Rc<Active>>,
     pub(super) safe_mode: Option<Rc<SafeMode>>,
-    pub(super) live: Rc<RefCell<Live>>,
+    /// Per rollout, as in `active.services`.
+    pub(super) live: Rc<RefCell<Vec<Live>>>,
     pub(super) rng: Rc<Cell<Rng>>,
+    /// The rollout that decided this request: an index into `active.services`.
+    pub(super) rollout: usize,
     /// The version this request went to and when the decision was made.
     pub(super) decided: Option<(usize, Option<SystemTime>)>,
     /// Pick mode: the route's weights chose the cluster, so the response side learns
@@ -39,6 +46,9 @@ pub(super) struct CanaryRequest {
     pub(super) grpc: bool,
     /// A gRPC call whose status is still to come, in the trailers: its version.
     pub(super) grpc_pending: Option<usize>,
+    /// `anonymous: "cookie"`: the visitor ID issued to this request, for the
+    /// response's `Set-Cookie`.
+    pub(super) issued: Option<[u8; VISITOR_ID_LEN]>,
 }
 
 impl Context for CanaryRequest {}
@@ -53,34 +63,43 @@ impl HttpContext for CanaryRequest {
             }
             return Action::Continue;
         };
-        let Ok(live) = self.live.try_borrow() else {
+        let headers = request_header_map();
+        let request = HostRequest {
+            headers: SerializedHeaders::new(&headers),
+            visitor_id: OnceCell::new(),
+        };
+        // No rollout's match holds (for a single service: not one of its `hosts`):
+        // passed on untouched, not counted, not guarded.
+        let Some(index) = active.router.route(&request) else {
             return Action::Continue;
         };
-        let headers = request_header_map();
-        let request = HostRequest(SerializedHeaders::new(&headers));
-        // Not for this plugin: passed on untouched, not counted, not guarded.
-        if let Some(hosts) = &active.config.hosts {
-            if !hosts.admits(request.header(":authority")) {
-                return Action::Continue;
-            }
-        }
+        let Some(service) = active.services.get(index) else {
+            return Action::Continue;
+        };
+        let Ok(lives) = self.live.try_borrow() else {
+            return Action::Continue;
+        };
+        let Some(live) = lives.get(index) else {
+            return Action::Continue;
+        };
+        self.rollout = index;
         let mut rng = self.rng.get();
-        let (assignment, pick_write) = match &active.config.hash.pick {
+        let (assignment, pick_write) = match &service.config.hash.pick {
             Some(pick) => {
                 let (assignment, write) =
-                    decide_pick(&active.config, pick, &live.routing, &request, &mut rng);
+                    decide_pick(&service.config, pick, &live.routing, &request, &mut rng);
                 (assignment, Some((pick, write)))
             }
             None => (
-                decide(&active.config, &live.routing, &request, &mut rng),
+                decide(&service.config, &live.routing, &request, &mut rng),
                 None,
             ),
         };
         self.rng.set(rng);
 
-        drop(live);
+        drop(lives);
         // The override secret stops here: upstreams and their logs never see it.
-        if let Some(token) = &active.config.override_.token {
+        if let Some(token) = &service.config.override_.token {
             if request.header(&token.header).is_some() {
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &token.header, None);
             }
@@ -89,29 +108,52 @@ impl HttpContext for CanaryRequest {
         // gRPC is told by the content-type in the map already read: no host call.
         // Its outcome is read only if counted, or if the guard compares this version
         // (in pick mode the version is known only from the cluster, at the response).
-        let guard_watches = active
+        let guard_watches = service
             .config
             .guard
             .as_ref()
             .is_some_and(|g| pick_write.is_some() || g.watches(assignment.version));
-        self.grpc = (active.metrics.counts_grpc() || guard_watches)
+        self.grpc = (service.metrics.counts_grpc() || guard_watches)
             && request
                 .header("content-type")
                 .is_some_and(is_grpc_content_type);
+        // A new visitor: the upstream sees its ID in `Cookie` from this request on.
+        self.issued = request.issued();
+        if let (Some(id), Some(name)) = (&self.issued, &service.config.hash.cookie) {
+            let cookie = cookie_with_id(&request.headers, name, id);
+            if let Err(status) =
+                hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, "cookie", Some(&cookie))
+            {
+                warn!("cannot set cookie: {status:?}");
+            }
+        }
         if let Some((pick, write)) = pick_write {
-            write_pick(&active.config, &pick.header, write, &request);
-            let id = match (write, assignment.reason) {
-                (RouteWrite::Pick(_) | RouteWrite::Draw, Reason::Hash | Reason::Random) => {
-                    active.metrics.weighted_request(assignment.reason)
-                }
-                _ => active
+            write_pick(&service.config, &pick.header, write, &request);
+            let weighted = matches!(
+                (write, assignment.reason),
+                (
+                    RouteWrite::Pick(_) | RouteWrite::Draw,
+                    Reason::Hash | Reason::Random
+                )
+            );
+            let id = if weighted {
+                service.metrics.weighted_request(assignment.reason)
+            } else {
+                service
                     .metrics
-                    .request(assignment.version, assignment.reason),
+                    .request(assignment.version, assignment.reason)
             };
             if let Some(id) = id {
                 let _ = hostcalls::increment_metric(id, 1);
             }
-            let started = if active.metrics.records_latency() {
+            if let Some(id) = self.issued.and(
+                service
+                    .metrics
+                    .visitor_id_issued(assignment.version, weighted),
+            ) {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+            let started = if service.metrics.records_latency() {
                 hostcalls::get_current_time().ok()
             } else {
                 None
@@ -119,30 +161,36 @@ impl HttpContext for CanaryRequest {
             self.decided = Some((assignment.version, started));
             // The served version, from the cluster (a host call per response), only
             // if something counts per version.
-            self.learn_cluster = active.metrics.counts_responses()
-                || active.metrics.records_latency()
-                || active.config.guard.is_some()
+            self.learn_cluster = service.metrics.counts_responses()
+                || service.metrics.records_latency()
+                || service.config.guard.is_some()
                 || self.grpc;
             return Action::Continue;
         }
-        let Some(version) = active.config.versions.get(assignment.version) else {
+        let Some(version) = service.config.versions.get(assignment.version) else {
             return Action::Continue;
         };
         // Replaces every value the client may have sent under this name.
         if let Err(status) = hostcalls::set_map_value(
             MapType::HttpRequestHeaders,
-            &active.config.route_header,
+            &service.config.route_header,
             Some(&version.name),
         ) {
-            warn!("cannot set {}: {status:?}", active.config.route_header);
+            warn!("cannot set {}: {status:?}", service.config.route_header);
         }
-        if let Some(id) = active
+        if let Some(id) = service
             .metrics
             .request(assignment.version, assignment.reason)
         {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        let started = if active.metrics.records_latency() {
+        if let Some(id) = self
+            .issued
+            .and(service.metrics.visitor_id_issued(assignment.version, false))
+        {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        let started = if service.metrics.records_latency() {
             hostcalls::get_current_time().ok()
         } else {
             None
@@ -152,9 +200,22 @@ impl HttpContext for CanaryRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let (Some(active), Some((decided, started))) =
-            (self.active.as_deref(), self.decided.take())
-        else {
+        let rollout = self.rollout;
+        let service = self.active.as_deref().and_then(|a| a.services.get(rollout));
+        // A new visitor's ID, added beside the upstream's own Set-Cookie headers.
+        if let (Some(id), Some(service)) = (self.issued.take(), service) {
+            if let Some(name) = &service.config.hash.cookie {
+                let value = set_cookie_value(name, &id, &service.config.hash.set_cookie_attributes);
+                if let Err(status) = hostcalls::add_map_value_bytes(
+                    MapType::HttpResponseHeaders,
+                    "set-cookie",
+                    &value,
+                ) {
+                    warn!("cannot add set-cookie: {status:?}");
+                }
+            }
+        }
+        let (Some(service), Some((decided, started))) = (service, self.decided.take()) else {
             return Action::Continue;
         };
         let version = if self.learn_cluster {
@@ -163,7 +224,7 @@ impl HttpContext for CanaryRequest {
             match hostcalls::get_property(vec!["xds", "cluster_name"]) {
                 Ok(Some(cluster)) => version_of_cluster(
                     &cluster,
-                    active.config.versions.iter().map(|v| v.name.as_str()),
+                    service.config.versions.iter().map(|v| v.name.as_str()),
                 ),
                 _ => None,
             }
@@ -177,12 +238,12 @@ impl HttpContext for CanaryRequest {
         // No response-side host call that the config does not use: the guard needs
         // `:status` only from the versions it compares; a counted gRPC call needs it
         // to know where its grpc-status is.
-        let guard_watches = active
+        let guard_watches = service
             .config
             .guard
             .as_ref()
             .is_some_and(|g| g.watches(version));
-        let status = if active.metrics.counts_responses() || guard_watches || self.grpc {
+        let status = if service.metrics.counts_responses() || guard_watches || self.grpc {
             hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()
@@ -190,11 +251,11 @@ impl HttpContext for CanaryRequest {
             None
         };
         let code_class = status.as_deref().and_then(code_class_index);
-        if let Some(id) = code_class.and_then(|c| active.metrics.response(version, c)) {
+        if let Some(id) = code_class.and_then(|c| service.metrics.response(version, c)) {
             let _ = hostcalls::increment_metric(id, 1);
         }
         let mut now = None;
-        if let (Some(started), Some(id)) = (started, active.metrics.duration(version)) {
+        if let (Some(started), Some(id)) = (started, service.metrics.duration(version)) {
             now = hostcalls::get_current_time().ok();
             if let Some(elapsed) = now.and_then(|now| now.duration_since(started).ok()) {
                 let _ = hostcalls::record_metric(id, elapsed.as_millis() as u64);
@@ -211,28 +272,30 @@ impl HttpContext for CanaryRequest {
                 None
             };
             match outcome_from_headers(grpc_status.as_deref(), status.as_deref(), end_of_stream) {
-                Some(code) => self.count_grpc(active, version, code, now),
+                Some(code) => self.count_grpc(service, version, code, now),
                 None => self.grpc_pending = Some(version),
             }
-        } else if let Some(guard) = active.config.guard.as_ref().filter(|_| guard_watches) {
+        } else if let Some(guard) = service.config.guard.as_ref().filter(|_| guard_watches) {
             let code = status
                 .as_deref()
                 .and_then(|s| std::str::from_utf8(s).ok())
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(0);
-            self.count_for_guard(active, guard, version, code, now);
+            self.count_for_guard(service, guard, version, code, now);
         }
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let (Some(version), Some(active)) = (self.grpc_pending.take(), self.active.as_deref()) {
+        let rollout = self.rollout;
+        let service = self.active.as_deref().and_then(|a| a.services.get(rollout));
+        if let (Some(version), Some(service)) = (self.grpc_pending.take(), service) {
             let grpc_status =
                 hostcalls::get_map_value_bytes(MapType::HttpResponseTrailers, "grpc-status")
                     .ok()
                     .flatten();
             self.count_grpc(
-                active,
+                service,
                 version,
                 outcome_from_trailers(grpc_status.as_deref()),
                 None,
@@ -252,7 +315,9 @@ impl Drop for CanaryRequest {
     fn drop(&mut self) {
         if let Some(version) = self.grpc_pending.take() {
             if let Some(active) = self.active.clone() {
-                self.count_grpc(&active, version, GrpcCode::UNKNOWN, None);
+                if let Some(service) = active.services.get(self.rollout) {
+                    self.count_grpc(service, version, GrpcCode::UNKNOWN, None);
+                }
             }
         }
     }
@@ -260,19 +325,25 @@ impl Drop for CanaryRequest {
 
 impl CanaryRequest {
     /// Counts a gRPC call's outcome; for the guard only its code decides.
-    fn count_grpc(&self, active: &Active, version: usize, code: GrpcCode, now: Option<SystemTime>) {
-        if let Some(id) = active.metrics.grpc_response(version, code) {
+    fn count_grpc(
+        &self,
+        service: &Service,
+        version: usize,
+        code: GrpcCode,
+        now: Option<SystemTime>,
+    ) {
+        if let Some(id) = service.metrics.grpc_response(version, code) {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        if let Some(guard) = &active.config.guard {
+        if let Some(guard) = &service.config.guard {
             let failed = guard.grpc_status.contains(code);
-            self.tally_for_guard(active, guard, version, failed, now);
+            self.tally_for_guard(service, guard, version, failed, now);
         }
     }
 
     fn count_for_guard(
         &self,
-        active: &Active,
+        service: &Service,
         guard: &GuardConfig,
         version: usize,
         code: u16,
@@ -284,12 +355,12 @@ impl CanaryRequest {
             // the upstream failed (reset, timeout, no healthy host).
             failed = guard.status.is_failure(code, generated_locally());
         }
-        self.tally_for_guard(active, guard, version, failed, now);
+        self.tally_for_guard(service, guard, version, failed, now);
     }
 
     fn tally_for_guard(
         &self,
-        active: &Active,
+        service: &Service,
         guard: &GuardConfig,
         version: usize,
         failed: bool,
@@ -298,7 +369,10 @@ impl CanaryRequest {
         if !guard.watches(version) {
             return;
         }
-        let Ok(mut live) = self.live.try_borrow_mut() else {
+        let Ok(mut lives) = self.live.try_borrow_mut() else {
+            return;
+        };
+        let Some(live) = lives.get_mut(self.rollout) else {
             return;
         };
         let tally = if version == guard.version {
@@ -310,7 +384,7 @@ impl CanaryRequest {
         tally.failed = tally.failed.saturating_add(u32::from(failed));
         if failed && version == guard.version {
             let now = now.map_or_else(now_ms, unix_ms).unsigned_abs();
-            sync_guard(active, guard, &mut live, now);
+            sync_guard(service, guard, live, now);
         }
     }
 }
@@ -343,17 +417,43 @@ fn write_pick(config: &Config, pick_header: &str, write: RouteWrite, request: &H
     }
 }
 
-/// The request as the decision sees it: headers from the one map read, and the
-/// client address from a property read made only if an override needs it.
-struct HostRequest<'a>(SerializedHeaders<'a>);
+/// The request as the decision sees it: headers from the one map read, the client
+/// address from a property read made only if an override needs it, and a new
+/// visitor ID drawn from the host's random source only if the decision needs one
+/// (`anonymous: "cookie"`, no user ID, not a gRPC call).
+struct HostRequest<'a> {
+    headers: SerializedHeaders<'a>,
+    visitor_id: OnceCell<Option<[u8; VISITOR_ID_LEN]>>,
+}
+
+impl HostRequest<'_> {
+    /// The visitor ID the decision issued, if it issued one.
+    fn issued(&self) -> Option<[u8; VISITOR_ID_LEN]> {
+        self.visitor_id.get().copied().flatten()
+    }
+}
 
 impl RequestFacts for HostRequest<'_> {
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0.header(name)
+        self.headers.header(name)
     }
 
     fn cookie(&self, name: &str) -> Option<&[u8]> {
-        self.0.cookie(name)
+        self.headers.cookie(name)
+    }
+
+    /// 128 bits from WASI `random_get`: a host call, made only for a new visitor.
+    /// Should the host give none, no ID: the request is drawn as with `random`.
+    fn issue_visitor_id(&self) -> Option<&[u8]> {
+        self.visitor_id
+            .get_or_init(|| {
+                if !may_issue(&self.headers) {
+                    return None;
+                }
+                random_bytes::<VISITOR_ID_RANDOM_BYTES>().map(|random| encode_visitor_id(&random))
+            })
+            .as_ref()
+            .map(|id| &id[..])
     }
 
     fn source_address(&self) -> Option<std::net::IpAddr> {

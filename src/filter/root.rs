@@ -2,18 +2,16 @@
 //! new one is refused, and moves ramps and the guard on each tick.
 
 use super::guard_sync::{publish_weights, reset_guard_state, sync_guard};
-use super::host::{log_rejection, now_ms, random_seed, HostMetrics};
+use super::host::{log_rejection, now_ms, random_seed};
 use super::last_good::{
     health_ids, last_good_of_proxy, on_bad_config, plugin_key, publish_health, remember_last_good,
     HISTORY,
 };
 use super::request::CanaryRequest;
-use super::state::{Active, Live};
-use crate::config::{format_basis_points, Config, ConfigError};
-use crate::decide::{Rng, Routing};
+use super::state::{Active, Live, Service};
+use crate::config::{format_basis_points, ConfigError, PluginConfig};
+use crate::decide::Rng;
 use crate::fallback::{Fallback, OnBadConfig, SafeMode, ON_BAD_CONFIG_ENV};
-use crate::guard::Pending;
-use crate::metrics::MetricTable;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -28,7 +26,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// One per plugin and worker thread: owns the parsed config.
 pub struct CanaryRoot {
     active: Option<Rc<Active>>,
-    live: Rc<RefCell<Live>>,
+    /// Per rollout, as in `active.services`.
+    live: Rc<RefCell<Vec<Live>>>,
     rng: Rc<Cell<Rng>>,
     /// The plugin's key in [`HISTORY`], once this root context is counted there.
     plugin: Option<String>,
@@ -40,17 +39,7 @@ impl CanaryRoot {
     pub fn new() -> Self {
         CanaryRoot {
             active: None,
-            live: Rc::new(RefCell::new(Live {
-                routing: Routing {
-                    split: crate::config::Split {
-                        buckets: crate::config::DEFAULT_BUCKETS,
-                        ranges: Vec::new(),
-                    },
-                    guard_tripped: false,
-                },
-                weights: Vec::new(),
-                pending: Pending::default(),
-            })),
+            live: Rc::new(RefCell::new(Vec::new())),
             rng: Rc::new(Cell::new(Rng::new(random_seed()))),
             plugin: None,
             safe_mode: None,
@@ -74,7 +63,7 @@ fn load() -> Result<Active, Vec<u8>> {
         Ok(_) => {
             log_rejection(&[ConfigError {
                 field: String::new(),
-                message: "the plugin configuration is empty: it must be a JSON object with at least `versions`".into(),
+                message: "the plugin configuration is empty: it must be a JSON object with at least `versions` (or `rollouts`)".into(),
             }]);
             return Err(Vec::new());
         }
@@ -83,46 +72,58 @@ fn load() -> Result<Active, Vec<u8>> {
             return Err(Vec::new());
         }
     };
-    let config = match Config::from_json(&bytes) {
+    let config = match PluginConfig::from_json(&bytes) {
         Ok(config) => config,
         Err(errors) => {
             log_rejection(&errors);
             return Err(bytes);
         }
     };
-    let metrics = match MetricTable::define(&config, &mut HostMetrics) {
-        Ok(metrics) => metrics,
-        Err((name, status)) => {
-            error!("config rejected: cannot define metric `{name}`: {status:?}");
-            return Err(bytes);
-        }
-    };
-    Ok(Active {
-        guard_key: format!("canary-router/guard/{:08x}", config.fingerprint),
-        text: bytes,
-        config,
-        metrics,
+    Active::new(bytes.clone(), config).map_err(|(name, status)| {
+        error!("config rejected: cannot define metric `{name}`: {status:?}");
+        bytes
     })
 }
 
-/// How a loaded config reads in the log.
+/// How a loaded config reads in the log: one service as it always read; rollouts
+/// one after another, each with its name.
 #[cold]
 #[inline(never)]
 fn summary(active: &Active) -> String {
-    let weights = active.config.weights_at(now_ms());
-    let split: Vec<String> = active
-        .config
+    match active.services.as_slice() {
+        [only] if only.name.is_none() => service_summary(only),
+        services => format!(
+            "{} rollouts: {}",
+            services.len(),
+            services
+                .iter()
+                .map(|s| format!(
+                    "{}: {}",
+                    s.name.as_deref().unwrap_or("?"),
+                    service_summary(s)
+                ))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn service_summary(service: &Service) -> String {
+    let config = &service.config;
+    let weights = config.weights_at(now_ms());
+    let split: Vec<String> = config
         .versions
         .iter()
         .zip(&weights)
         .map(|(v, w)| format!("{}={}%", v.name, format_basis_points((*w).into())))
         .collect();
-    let split = match &active.config.hash.pick {
+    let split = match &config.hash.pick {
         // The route's weights decide; the config has none to show.
         Some(pick) => vec![format!(
             "{} (pick mode: {} for routes whose weights sum to {})",
-            active
-                .config
+            config
                 .versions
                 .iter()
                 .map(|v| v.name.as_str())
@@ -135,27 +136,22 @@ fn summary(active: &Active) -> String {
     };
     format!(
         "route_header={} versions {}{}{}",
-        active.config.route_header,
+        config.route_header,
         split.join(" "),
-        if active.config.is_scheduled() {
+        if config.is_scheduled() {
             " (ramping)"
         } else {
             ""
         },
-        active
-            .config
-            .guard
-            .as_ref()
-            .map_or(String::new(), |g| format!(
-                "; guard on {} at {}% errors over {} requests",
-                active
-                    .config
-                    .versions
-                    .get(g.version)
-                    .map_or("?", |v| v.name.as_str()),
-                crate::units::format_fixed(100.0 * g.max_error_rate, 1),
-                g.min_requests
-            )),
+        config.guard.as_ref().map_or(String::new(), |g| format!(
+            "; guard on {} at {}% errors over {} requests",
+            config
+                .versions
+                .get(g.version)
+                .map_or("?", |v| v.name.as_str()),
+            crate::units::format_fixed(100.0 * g.max_error_rate, 1),
+            g.min_requests
+        )),
     )
 }
 
@@ -167,23 +163,29 @@ impl CanaryRoot {
     #[inline(never)]
     fn install(&mut self, active: Rc<Active>, fresh: bool) -> bool {
         let now = now_ms();
-        let Ok(mut live) = self.live.try_borrow_mut() else {
+        let Ok(mut lives) = self.live.try_borrow_mut() else {
             return false;
         };
-        live.routing = Routing::at(&active.config, now);
-        live.pending = Pending::default();
-        live.weights.clear();
-        publish_weights(&active, &mut live, active.config.weights_at(now));
-        if let Some(guard) = &active.config.guard {
-            let now = now.unsigned_abs();
-            if fresh {
-                reset_guard_state(&active, guard, now);
+        lives.clear();
+        for service in &active.services {
+            let mut live = Live::at(&service.config, now);
+            publish_weights(service, &mut live, service.config.weights_at(now));
+            if let Some(guard) = &service.config.guard {
+                let now = now.unsigned_abs();
+                if fresh {
+                    reset_guard_state(service, guard, now);
+                }
+                sync_guard(service, guard, &mut live, now);
             }
-            sync_guard(&active, guard, &mut live, now);
+            lives.push(live);
         }
-        let needs_tick = active.config.is_scheduled() || active.config.guard.is_some();
-        let _ = hostcalls::set_tick_period(if needs_tick { TICK } else { Duration::ZERO });
-        drop(live);
+        let tick = if active.needs_tick() {
+            TICK
+        } else {
+            Duration::ZERO
+        };
+        let _ = hostcalls::set_tick_period(tick);
+        drop(lives);
         self.active = Some(active);
         self.safe_mode = None;
         true
@@ -302,16 +304,19 @@ impl RootContext for CanaryRoot {
         let Some(active) = self.active.as_deref() else {
             return;
         };
-        let Ok(mut live) = self.live.try_borrow_mut() else {
+        let Ok(mut lives) = self.live.try_borrow_mut() else {
             return;
         };
         let now = now_ms();
-        if active.config.is_scheduled() {
-            live.routing.split = active.config.split_at(now);
-            publish_weights(active, &mut live, active.config.weights_at(now));
-        }
-        if let Some(guard) = &active.config.guard {
-            sync_guard(active, guard, &mut live, now.unsigned_abs());
+        // Every rollout that moves with time or has a guard, each on its own state.
+        for (service, live) in active.services.iter().zip(lives.iter_mut()) {
+            if service.config.is_scheduled() {
+                live.routing.split = service.config.split_at(now);
+                publish_weights(service, live, service.config.weights_at(now));
+            }
+            if let Some(guard) = &service.config.guard {
+                sync_guard(service, guard, live, now.unsigned_abs());
+            }
         }
     }
 
@@ -321,10 +326,12 @@ impl RootContext for CanaryRoot {
             safe_mode: self.safe_mode.clone(),
             live: Rc::clone(&self.live),
             rng: Rc::clone(&self.rng),
+            rollout: 0,
             decided: None,
             learn_cluster: false,
             grpc: false,
             grpc_pending: None,
+            issued: None,
         }))
     }
 

@@ -133,6 +133,12 @@ pub struct EnvoyOptions {
     /// Request headers the demo upstreams echo back as `x-echo-<name>`, to see
     /// what reached them.
     pub echo_request_headers: Vec<String>,
+    /// Headers the demo upstreams add to every response (appended, so a name may
+    /// repeat), such as an application's own `set-cookie`.
+    pub upstream_response_headers: Vec<(String, String)>,
+    /// Clusters (`stable`, `canary`) served by an HTTP/1.1 server on this machine
+    /// instead of the demo upstreams: cluster name and port on 127.0.0.1.
+    pub upstream_ports: Vec<(String, u16)>,
     /// Serve the ingress listener from a file that Envoy watches (LDS from a
     /// path) instead of from the bootstrap, so that [`Envoy::reload`] can change it.
     pub listener_from_file: bool,
@@ -171,6 +177,8 @@ impl Default for EnvoyOptions {
             concurrency: 2,
             dead_upstreams: Vec::new(),
             echo_request_headers: Vec::new(),
+            upstream_response_headers: Vec::new(),
+            upstream_ports: Vec::new(),
             listener_from_file: false,
             drain_time_s: None,
             failure_policy: None,
@@ -386,6 +394,15 @@ impl Envoy {
                     .expect("echo header yaml");
                     added.push(echo);
                 }
+                for (name, value) in &options.upstream_response_headers {
+                    let mut header = serde_yaml::Mapping::new();
+                    header.insert("key".into(), name.as_str().into());
+                    header.insert("value".into(), value.as_str().into());
+                    let mut entry = serde_yaml::Mapping::new();
+                    entry.insert("header".into(), Value::Mapping(header));
+                    entry.insert("append_action".into(), "APPEND_IF_EXISTS_OR_ADD".into());
+                    added.push(Value::Mapping(entry));
+                }
             }
         }
         for cluster in yaml["static_resources"]["clusters"]
@@ -404,9 +421,15 @@ impl Envoy {
                 )
                 .expect("HTTP/2 protocol options");
             }
+            let local_port = options
+                .upstream_ports
+                .iter()
+                .find(|(cluster, _)| *cluster == name)
+                .map(|(_, port)| *port);
             let port = match name.as_str() {
                 _ if options.dead_upstreams.contains(&name) => free_port(),
                 _ if h2_port.is_some() => h2_port.unwrap_or_default(),
+                _ if local_port.is_some() => local_port.unwrap_or_default(),
                 "stable" => stable_port,
                 "canary" => canary_port,
                 other => panic!("unexpected cluster {other:?} in envoy.yaml"),

@@ -24,8 +24,13 @@ pub fn repo_root() -> PathBuf {
 /// Directories whose YAML files are Kubernetes manifests (applied with kubectl).
 pub const MANIFEST_DIRS: [&str; 3] = ["istio/app", "istio/gateway", "istio/gateway-api"];
 /// The other YAML files under istio/, each checked by its own test.
-pub const OTHER_YAML: [&str; 6] = [
+pub const OTHER_YAML: [&str; 10] = [
     "istio/admission/policy.yaml", // tests/admission_policy.rs
+    // One plugin for three services at the gateway: tests/istio_gateway_rollouts.rs.
+    "istio/gateway-rollouts/wasmplugin.yaml",
+    "istio/gateway-rollouts/gateway.yaml",
+    "istio/gateway-rollouts/virtualservices.yaml",
+    "istio/gateway-rollouts/destinationrules.yaml",
     "istio/monitoring/istio-values.yaml",
     "istio/monitoring/prometheus-rules.yaml",
     "istio/monitoring/prometheus-rules.test.yaml",
@@ -811,10 +816,16 @@ pub fn wasm_plugin_scope_errors(doc: &Doc) -> Vec<String> {
 pub fn metric_tag_keys() -> BTreeSet<String> {
     use canary_router::decide::Reason;
     use canary_router::metrics::{
-        grpc_responses_total_name, request_duration_name, requests_total_name, responses_total_name,
+        grpc_responses_total_name, request_duration_name, requests_total_name,
+        responses_total_name, rollout_tag,
     };
     let names = [
-        requests_total_name("p", "v", Reason::Hash),
+        // A config with rollouts tags every series with its rollout.
+        format!(
+            "{}{}",
+            rollout_tag("r"),
+            requests_total_name("p", "v", Reason::Hash)
+        ),
         responses_total_name("p", "v", "2xx"),
         grpc_responses_total_name("p", "v", "OK"),
         request_duration_name("p", "v"),
@@ -1332,6 +1343,14 @@ pub fn render(
         }
         None => shipped.clone(),
     };
+    // istio/app/ is one service (its Deployments, DestinationRule and
+    // VirtualService follow the config's versions): a config of several services
+    // has no one set of versions to render them from.
+    if plugin_config.get("rollouts").is_some_and(|r| !r.is_null()) {
+        return Err(vec![
+            "plugin config: has `rollouts` (several services): make istio-manifests renders istio/app/, one service; for several services at a gateway start from istio/gateway-rollouts/ (docs/rollouts.md)".to_string(),
+        ]);
+    }
     let config =
         Config::from_json(istio_plugin_config_json(&plugin_config).as_bytes()).map_err(|errs| {
             errs.iter()

@@ -16,6 +16,17 @@ impl ConfigError {
             message: message.into(),
         }
     }
+
+    /// The same error about a field inside `outer` (`rollouts[2]`): `versions[0].name`
+    /// becomes `rollouts[2].versions[0].name`.
+    pub(super) fn within(mut self, outer: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            outer.to_string()
+        } else {
+            format!("{outer}.{}", self.field)
+        };
+        self
+    }
 }
 
 impl fmt::Display for ConfigError {

@@ -102,8 +102,7 @@ const GRPC_CODE_PATTERN: &str = "^(?:OK|CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADL
 
 // The JSON Schema's pattern of `hold`: a duration or "forever".
 #[cfg(feature = "schema")]
-const HOLD_PATTERN: &str =
-    r"^(?:forever|[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
+const HOLD_PATTERN: &str = r"^(?:forever|[0-9]+d(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
 
 #[cold]
 #[inline(never)]

@@ -2,6 +2,7 @@
 //! the weights' granularity, and pick mode (`pick_header`, `pick_total`), where a
 //! rollout controller's route weights decide.
 
+use super::cookie::{validate_cookie_attributes, CookieAttributes, RawCookieAttributes};
 use super::error::ConfigError;
 use super::json::{self, Json};
 #[cfg(feature = "schema")]
@@ -45,6 +46,9 @@ pub(super) struct RawHash {
     /// Rollouts). Needs pick_header.
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4294967295u64), extend("default" = DEFAULT_PICK_TOTAL)))]
     pick_total: Option<u64>,
+    /// The attributes of the cookie (hash.cookie) in which anonymous: "cookie" issues
+    /// a new visitor's ID. Without anonymous: "cookie" it has no effect.
+    cookie_attributes: Option<RawCookieAttributes>,
 }
 
 impl RawHash {
@@ -58,6 +62,7 @@ impl RawHash {
             buckets: None,
             pick_header: None,
             pick_total: None,
+            cookie_attributes: None,
         };
         let fields = [
             "header",
@@ -66,6 +71,7 @@ impl RawHash {
             "buckets",
             "pick_header",
             "pick_total",
+            "cookie_attributes",
         ];
         json.object("struct RawHash", &fields, 0, &mut |json, field| {
             match field {
@@ -78,7 +84,8 @@ impl RawHash {
                         .map(|b| b as u32)
                 }
                 4 => raw.pick_header = json.option(Json::string)?,
-                _ => raw.pick_total = json.option(|json| json.unsigned(u64::MAX, "u64"))?,
+                5 => raw.pick_total = json.option(|json| json.unsigned(u64::MAX, "u64"))?,
+                _ => raw.cookie_attributes = json.option(RawCookieAttributes::read)?,
             }
             Ok(())
         })?;
@@ -101,6 +108,11 @@ pub struct HashConfig {
     pub key_prefix: Vec<u8>,
     /// Pick mode (`pick_header`, `pick_total`), if set.
     pub pick: Option<PickConfig>,
+    /// `cookie_attributes` as written, defaults filled in; `None` when absent.
+    pub cookie_attributes: Option<CookieAttributes>,
+    /// What follows `NAME=ID` in the `Set-Cookie` header of an issued visitor ID:
+    /// the attributes, or their defaults (`; Max-Age=31536000; Path=/; ...`).
+    pub set_cookie_attributes: String,
 }
 
 /// `hash.buckets`, or the default; checked first, because weights are checked
@@ -132,6 +144,9 @@ pub(super) fn validate_hash(raw: Option<RawHash>, errors: &mut Vec<ConfigError>)
                     "names neither a header nor a cookie to read the user ID from",
                 ));
             }
+            let cookie_attributes = h
+                .cookie_attributes
+                .map(|raw| validate_cookie_attributes(raw, errors));
             let key_prefix = match h.salt.as_deref() {
                 None | Some("") => Vec::new(),
                 Some(salt) => format!("{salt}:").into_bytes(),
@@ -145,6 +160,11 @@ pub(super) fn validate_hash(raw: Option<RawHash>, errors: &mut Vec<ConfigError>)
                     .map(|c| checked_cookie_name("hash.cookie", &c, errors)),
                 key_prefix,
                 pick: validate_pick(h.pick_header, h.pick_total, errors),
+                set_cookie_attributes: cookie_attributes.as_ref().map_or_else(
+                    || CookieAttributes::default().header_suffix(),
+                    CookieAttributes::header_suffix,
+                ),
+                cookie_attributes,
             }
         }
         None => HashConfig {
@@ -152,6 +172,8 @@ pub(super) fn validate_hash(raw: Option<RawHash>, errors: &mut Vec<ConfigError>)
             cookie: None,
             key_prefix: Vec::new(),
             pick: None,
+            cookie_attributes: None,
+            set_cookie_attributes: CookieAttributes::default().header_suffix(),
         },
     }
 }

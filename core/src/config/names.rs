@@ -4,6 +4,9 @@
 
 use super::error::ConfigError;
 
+/// The route header when the config names none.
+pub const DEFAULT_ROUTE_HEADER: &str = "x-canary-version";
+
 /// Longest version name: a DNS label's limit, so names fit Kubernetes labels too.
 pub const MAX_VERSION_NAME_LEN: usize = 63;
 

@@ -56,7 +56,8 @@ impl RawSchedule {
 #[cfg_attr(feature = "schema", schemars(rename = "Step"))]
 #[serde(deny_unknown_fields)]
 struct RawStep {
-    /// Time after the start, in whole hours, minutes and seconds: 0s, 90s, 10m, 1h30m.
+    /// Time after the start, in whole days, hours, minutes and seconds: 0s, 90s, 10m,
+    /// 1h30m, 2d.
     #[cfg_attr(feature = "schema", schemars(regex(pattern = DURATION_PATTERN)))]
     after: String,
     /// The weight from then on, a percentage as for a version's weight.
@@ -90,8 +91,7 @@ impl RawStep {
 
 // The JSON Schema's pattern of a duration, the same rule as `parse_duration`.
 #[cfg(feature = "schema")]
-pub(super) const DURATION_PATTERN: &str =
-    r"^(?:[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
+pub(super) const DURATION_PATTERN: &str = r"^(?:[0-9]+d(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+h(?:[0-9]+m)?(?:[0-9]+s)?|[0-9]+m(?:[0-9]+s)?|[0-9]+s)$";
 
 #[cold]
 #[inline(never)]

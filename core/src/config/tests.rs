@@ -136,3 +136,43 @@ fn all_semantic_errors_are_reported_at_once() {
     );
     assert_eq!(errors.len(), 3, "{errors:?}");
 }
+
+#[test]
+fn anonymous_cookie_needs_the_cookie_it_issues_the_id_in() {
+    let c = parse(r#"{"versions":[{"name":"s"}],"hash":{"cookie":"vid"},"anonymous":"cookie"}"#)
+        .unwrap();
+    assert_eq!(c.anonymous, Anonymous::Cookie);
+    assert!(c.warnings().is_empty());
+    for json in [
+        r#"{"versions":[{"name":"s"}],"anonymous":"cookie"}"#,
+        r#"{"versions":[{"name":"s"}],"hash":{"header":"x-user-id"},"anonymous":"cookie"}"#,
+    ] {
+        let errors = errors_of(json);
+        assert_eq!(
+            errors,
+            ["anonymous: \"cookie\" needs hash.cookie: the cookie in which a new visitor gets its ID and sends it back"],
+            "{json}"
+        );
+    }
+    assert_rejected(
+        r#"{"versions":[{"name":"s"}],"anonymous":"Cookie"}"#,
+        "anonymous: unknown variant `Cookie`, expected one of `random`, `baseline`, `cookie`",
+    );
+}
+
+#[test]
+fn cookie_attributes_without_anonymous_cookie_are_taken_with_a_warning() {
+    for anonymous in ["", r#","anonymous":"random""#, r#","anonymous":"baseline""#] {
+        let c = parse(&format!(
+            r#"{{"versions":[{{"name":"s"}}],"hash":{{"cookie":"vid","cookie_attributes":{{"path":"/a"}}}}{anonymous}}}"#
+        ))
+        .unwrap();
+        let warnings: Vec<String> = c.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            ["hash.cookie_attributes: has no effect: only anonymous: \"cookie\" sets a cookie"]
+        );
+    }
+    let c = parse(r#"{"versions":[{"name":"s"}],"hash":{"cookie":"vid"}}"#).unwrap();
+    assert!(c.warnings().is_empty());
+}

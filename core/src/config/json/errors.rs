@@ -118,7 +118,7 @@ mod tests {
             r#"{"hash":{"pick_total":1e3}}"#,
             r#"{"hash":["u","c","s",100,null,"x"]}"#,
             r#"{"hash":["u","c"]}"#,
-            r#"{"hash":["u",null,null,null,null,null,7]}"#,
+            r#"{"hash":["u",null,null,null,null,null,7],"versions":7}"#,
             r#"{"hash":["u",null,null,null,null,null,]}"#,
             r#"{"hash":{"header":1.0e1}}"#,
             r#"{"hash":{"header":123456789.125}}"#,
@@ -127,7 +127,7 @@ mod tests {
             r#"{"hash":{"header":1e-6}}"#,
             r#"{"anonymous":"sticky"}"#,
             r#"{"anonymous":7}"#,
-            r#"{"anonymous":{"random":null}}"#,
+            r#"{"anonymous":{"random":null},"versions":7}"#,
             r#"{"anonymous":{"random":1}}"#,
             r#"{"anonymous":{"random":null,"x":1}}"#,
             r#"{"anonymous":{}}"#,
@@ -140,6 +140,14 @@ mod tests {
             r#"{"metrics":{"x":1}}"#,
             "{\n  \"versions\": [\n    {\"name\": \"s\"},\n    {\"name\": \"c\", \"weight\": true}\n  ]\n}",
             "{\"hash\":{\"header\":\"caf\u{e9}\u{1F600}\"},\"versions\":1}",
+            r#"{"rollouts":{}}"#,
+            r#"{"rollouts":[{"match":7}]}"#,
+            r#"{"rollouts":[{"name":"a","versions":[]},]}"#,
+            r#"{"rollouts":[{"name":"a","versions":[],"match":{"headers":[{"name":"x","present":"no"}]}}]}"#,
+            r#"{"rollouts":[{"name":"a","versions":[],"match":{"headers":[{"exact":"x"}]}}]}"#,
+            r#"{"rollouts":[{"name":"a","versions":[],"match":{"path_prefixes":"/"}}]}"#,
+            r#"{"rollouts":[{"name":"a","versions":[],"anonymous":"sticky"}]}"#,
+            r#"{"rollouts":[{"name":"a"}]}"#,
         ] {
             let expected = reference(json.as_bytes()).expect("an error");
             assert_eq!(ours(json), expected, "{json}");
@@ -197,8 +205,9 @@ mod tests {
     }
 
     const BASES: &[&str] = &[
-        r#"{"route_header":"x-v","versions":[{"name":"stable"},{"name":"canary","weight":10},{"name":"c2","schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1},{"after":"10m","weight":5}],"interpolate":false}}],"override":{"header":"x-canary","cookie":"canary","token":{"header":"x-t","values":["0123456789abcdef"]},"trusted_sources":["10.0.0.0/8"]},"users":{"canary":["qa-alice","qa-bob"],"stable":["carol"]},"hash":{"header":"x-user-id","cookie":"uid","salt":"s","buckets":10000},"anonymous":"random","metrics_prefix":"canary","metrics":{"latency":true,"responses":false},"guard":{"version":"canary","max_error_rate":0.05,"baseline_margin":0.02,"min_requests":50,"window":"30s","status":["5xx",429],"hold":"10m"}}"#,
+        r#"{"route_header":"x-v","versions":[{"name":"stable"},{"name":"canary","weight":10},{"name":"c2","schedule":{"start":"2026-12-01T09:00:00Z","steps":[{"after":"0s","weight":1},{"after":"10m","weight":5}],"interpolate":false}}],"override":{"header":"x-canary","cookie":"canary","token":{"header":"x-t","values":["0123456789abcdef"]},"trusted_sources":["10.0.0.0/8"]},"users":{"canary":["qa-alice","qa-bob"],"stable":["carol"]},"hash":{"header":"x-user-id","cookie":"uid","salt":"s","buckets":10000,"cookie_attributes":{"max_age":"30d","path":"/","domain":"example.com","same_site":"Strict","secure":true,"http_only":false}},"anonymous":"cookie","metrics_prefix":"canary","metrics":{"latency":true,"responses":false},"guard":{"version":"canary","max_error_rate":0.05,"baseline_margin":0.02,"min_requests":50,"window":"30s","status":["5xx",429],"hold":"10m"}}"#,
         r#"{"versions":[{"name":"stable"},{"name":"canary","weight":5}],"hash":{"header":"x-user-id"}}"#,
+        r#"{"metrics_prefix":"shop","metrics":{"responses":true},"rollouts":[{"name":"a","match":{"hosts":["a.example","*.b.example"],"path_prefixes":["/api/v2/","/v2/"],"headers":[{"name":"x-client","exact":"ios"},{"name":"x-debug","present":false},{"name":"x-v","prefix":"7."},{"name":"x-t","suffix":"-internal"}]},"route_header":"x-a","versions":[{"name":"stable"},{"name":"canary","weight":10}],"override":{"header":"x-canary"},"users":{"canary":["qa"]},"hash":{"header":"x-user-id","salt":"a"},"anonymous":"baseline","guard":{"version":"canary","max_error_rate":0.1}},{"name":"b","versions":[{"name":"v1"}]}]}"#,
     ];
 
     /// Type errors, unknown and missing keys, truncations and stray bytes in

@@ -577,7 +577,8 @@ impl Json<'_> {
     }
 
     /// Any value, for a lenient reader: strings are kept, objects kept as their
-    /// entries (a repeated key stays repeated), everything else dropped.
+    /// entries (a repeated key stays repeated), arrays as their elements,
+    /// everything else dropped.
     #[inline(never)]
     pub fn loose_value(&mut self) -> Result<Loose> {
         let first = self.value_start()?;
@@ -605,14 +606,15 @@ impl Json<'_> {
             }
             b'[' => {
                 self.at += 1;
+                let mut elements = Vec::new();
                 let read = self.elements(usize::MAX, &mut |json, index| {
                     json.path.push(Step::Index(index));
-                    json.loose_value()?;
+                    elements.push(json.loose_value()?);
                     json.path.pop();
                     Ok(())
                 });
                 self.close_array(read)?;
-                Ok(Loose::Other)
+                Ok(Loose::Array(elements))
             }
             b'n' | b't' | b'f' => {
                 let expected: &[u8] = match self.peek_or_null() {
@@ -631,6 +633,8 @@ impl Json<'_> {
 pub(crate) enum Loose {
     String(String),
     Object(Vec<(String, Loose)>),
+    /// Safe mode reads the route headers of every rollout.
+    Array(Vec<Loose>),
     Other,
 }
 
