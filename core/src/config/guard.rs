@@ -86,8 +86,8 @@ impl RawGuard {
                 2 => raw.baseline_margin = json.option(Json::f64)?,
                 3 => raw.min_requests = json.option(|json| json.unsigned(u64::MAX, "u64"))?,
                 4 => raw.window = json.option(Json::string)?,
-                5 => raw.status = json.option(|json| json.array(Json::string))?,
-                6 => raw.grpc_status = json.option(|json| json.array(Json::string))?,
+                5 => raw.status = json.option_strings()?,
+                6 => raw.grpc_status = json.option_strings()?,
                 _ => raw.hold = json.option(Json::string)?,
             }
             Ok(())

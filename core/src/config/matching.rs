@@ -49,8 +49,8 @@ impl RawMatch {
         let fields = ["hosts", "path_prefixes", "headers"];
         json.object("struct RawMatch", &fields, 0, &mut |json, field| {
             match field {
-                0 => raw.hosts = json.option(|json| json.array(Json::string))?,
-                1 => raw.path_prefixes = json.option(|json| json.array(Json::string))?,
+                0 => raw.hosts = json.option_strings()?,
+                1 => raw.path_prefixes = json.option_strings()?,
                 _ => raw.headers = json.option(|json| json.array(RawHeaderMatch::read))?,
             }
             Ok(())

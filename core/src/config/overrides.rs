@@ -47,7 +47,7 @@ impl RawOverride {
                 0 => raw.header = json.option(Json::string)?,
                 1 => raw.cookie = json.option(Json::string)?,
                 2 => raw.token = json.option(RawToken::read)?,
-                _ => raw.trusted_sources = json.option(|json| json.array(Json::string))?,
+                _ => raw.trusted_sources = json.option_strings()?,
             }
             Ok(())
         })?;
