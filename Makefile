@@ -45,8 +45,11 @@ schema: cli
 	@echo "wrote config.schema.json"
 
 # The features rustc enables for wasm32-wasip1 (the stripped module no longer says
-# so); V8 in Envoy has them all.
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+# so); V8 in Envoy has them all. The passes before and between the -Oz runs
+# (control flow rebuilt by the relooper, whole-program type flow, repeated to a
+# fixed point) take 3.4 KB more than -Oz alone at the same instructions per
+# request (`make bench`, 2026-12-06); wasm-opt then takes about 20 s.
+WASM_OPT_FLAGS := --flatten --rereloop -Oz --gufa -Oz --converge --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types
 
 # binaryen's wasm-opt, pinned: the npm registry's build of binaryen (WebAssembly

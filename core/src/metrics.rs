@@ -71,6 +71,20 @@ pub fn responses_total_name(prefix: &str, version: &str, code_class: &str) -> St
     format!("version=.={version};.;code_class=.={code_class};.;{prefix}_responses_total")
 }
 
+/// Defines the metric `name` and appends its id to `ids` (one copy of the call and
+/// its cleanup in the `.wasm`, not one per kind of metric).
+#[cold]
+#[inline(never)]
+fn define_into<S: MetricSink>(
+    sink: &mut S,
+    kind: MetricKind,
+    name: String,
+    ids: &mut Vec<u32>,
+) -> Result<(), S::Error> {
+    ids.push(sink.define(kind, &name)?);
+    Ok(())
+}
+
 /// One series per version and gRPC status code name: the outcome of gRPC calls,
 /// which `responses_total` cannot see (a failed gRPC call is mostly `:status 200`).
 pub fn grpc_responses_total_name(prefix: &str, version: &str, grpc_code: &str) -> String {
@@ -165,7 +179,6 @@ impl MetricTable {
         config: &Config,
         sink: &mut Tagged<S>,
     ) -> Result<Self, S::Error> {
-        let prefix = &config.metrics_prefix;
         let n = config.versions.len();
         let mut table = MetricTable {
             requests: Vec::with_capacity(n * Reason::ALL.len()),
@@ -178,37 +191,44 @@ impl MetricTable {
             visitor_ids_issued: Vec::new(),
             weighted_visitor_ids_issued: None,
         };
+        table.fill(config, sink)?;
+        Ok(table)
+    }
+
+    /// Defines the metrics into `self`. Apart from [`Self::define_tagged`] so that a
+    /// failure returns without dropping the table at every definition (one copy of
+    /// that cleanup in the `.wasm`).
+    #[cold]
+    #[inline(never)]
+    fn fill<S: MetricSink>(
+        &mut self,
+        config: &Config,
+        sink: &mut Tagged<S>,
+    ) -> Result<(), S::Error> {
+        let prefix = &config.metrics_prefix;
         for version in &config.versions {
             let v = version.name.as_str();
             for reason in Reason::ALL {
                 let name = requests_total_name(prefix, v, reason);
-                table
-                    .requests
-                    .push(sink.define(MetricKind::Counter, &name)?);
+                define_into(sink, MetricKind::Counter, name, &mut self.requests)?;
             }
             if config.metrics.responses {
                 for class in CODE_CLASSES {
                     let name = responses_total_name(prefix, v, class);
-                    table
-                        .responses
-                        .push(sink.define(MetricKind::Counter, &name)?);
+                    define_into(sink, MetricKind::Counter, name, &mut self.responses)?;
                 }
                 // gRPC outcomes belong with the response counts: the same switch.
                 for code in CODE_NAMES {
                     let name = grpc_responses_total_name(prefix, v, code);
-                    table
-                        .grpc_responses
-                        .push(sink.define(MetricKind::Counter, &name)?);
+                    define_into(sink, MetricKind::Counter, name, &mut self.grpc_responses)?;
                 }
             }
             if config.metrics.latency {
                 let name = request_duration_name(prefix, v);
-                table
-                    .durations
-                    .push(sink.define(MetricKind::Histogram, &name)?);
+                define_into(sink, MetricKind::Histogram, name, &mut self.durations)?;
             }
             let name = weight_gauge_name(prefix, v);
-            table.weights.push(sink.define(MetricKind::Gauge, &name)?);
+            define_into(sink, MetricKind::Gauge, name, &mut self.weights)?;
         }
         if let Some(guarded) = config
             .guard
@@ -216,29 +236,30 @@ impl MetricTable {
             .and_then(|g| config.versions.get(g.version))
         {
             let name = guard_tripped_gauge_name(prefix, &guarded.name);
-            table.guard_tripped = Some(sink.define(MetricKind::Gauge, &name)?);
+            self.guard_tripped = Some(sink.define(MetricKind::Gauge, &name)?);
         }
         if config.hash.pick.is_some() {
             for reason in WEIGHTED_REASONS {
                 let name = requests_total_name(prefix, WEIGHTED_VERSION, reason);
-                table
-                    .weighted
-                    .push(sink.define(MetricKind::Counter, &name)?);
+                define_into(sink, MetricKind::Counter, name, &mut self.weighted)?;
             }
         }
         if config.anonymous == Anonymous::Cookie {
             for version in &config.versions {
                 let name = visitor_ids_issued_total_name(prefix, &version.name);
-                table
-                    .visitor_ids_issued
-                    .push(sink.define(MetricKind::Counter, &name)?);
+                define_into(
+                    sink,
+                    MetricKind::Counter,
+                    name,
+                    &mut self.visitor_ids_issued,
+                )?;
             }
             if config.hash.pick.is_some() {
                 let name = visitor_ids_issued_total_name(prefix, WEIGHTED_VERSION);
-                table.weighted_visitor_ids_issued = Some(sink.define(MetricKind::Counter, &name)?);
+                self.weighted_visitor_ids_issued = Some(sink.define(MetricKind::Counter, &name)?);
             }
         }
-        Ok(table)
+        Ok(())
     }
 
     /// The counter of visitor IDs issued to requests that went to `version`;

@@ -348,7 +348,8 @@ fn by_host(matches: &[Match]) -> Plan {
     let mut wildcards = HostIndex::default();
     for hosts in matches.iter().filter_map(|m| m.hosts.as_ref()) {
         for key in hosts.exact() {
-            if !exact.contains_key(key) {
+            // `get` rather than `contains_key`: the lookup per request's copy.
+            if exact.get(&key[..]).is_none() {
                 lists.push(candidates(&|hosts: &Hosts| {
                     hosts.exact().contains(key)
                         || hosts.suffixes().iter().any(|s| wildcard_matches(s, key))
@@ -357,7 +358,7 @@ fn by_host(matches: &[Match]) -> Plan {
             }
         }
         for key in hosts.suffixes() {
-            if !wildcards.contains_key(key) {
+            if wildcards.get(&key[..]).is_none() {
                 lists.push(candidates(&|hosts: &Hosts| {
                     hosts.suffixes().iter().any(|s| key.ends_with(s))
                 }));

@@ -189,15 +189,16 @@ pub(super) fn validate_cookie_attributes(
         Some(text) => match parse_duration(text) {
             // Max-Age 0 tells the browser to delete the cookie at once.
             Ok(ms) if ms < 1000 => {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     "hash.cookie_attributes.max_age",
                     "must be at least 1s: a cookie with Max-Age=0 is deleted at once",
-                ));
+                );
                 defaults.max_age_ms
             }
             Ok(ms) => ms,
             Err(message) => {
-                errors.push(ConfigError::new("hash.cookie_attributes.max_age", message));
+                ConfigError::report(errors, "hash.cookie_attributes.max_age", message);
                 defaults.max_age_ms
             }
         },
@@ -206,23 +207,24 @@ pub(super) fn validate_cookie_attributes(
         None => defaults.path,
         Some(path) => {
             if let Some(problem) = path_problem(&path) {
-                errors.push(ConfigError::new("hash.cookie_attributes.path", problem));
+                ConfigError::report(errors, "hash.cookie_attributes.path", problem);
             }
             path
         }
     };
     let domain = raw.domain.inspect(|domain| {
         if let Some(problem) = domain_problem(domain) {
-            errors.push(ConfigError::new("hash.cookie_attributes.domain", problem));
+            ConfigError::report(errors, "hash.cookie_attributes.domain", problem);
         }
     });
     let same_site = raw.same_site.unwrap_or_default();
     let secure = raw.secure.unwrap_or(true);
     if same_site == SameSite::Unrestricted && !secure {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             "hash.cookie_attributes.same_site",
             "\"None\" needs secure: true: browsers drop a SameSite=None cookie that is not Secure",
-        ));
+        );
     }
     CookieAttributes {
         max_age_ms,

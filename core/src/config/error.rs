@@ -10,11 +10,26 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    // Out of line: one copy per argument types instead of one per call site.
+    #[cold]
+    #[inline(never)]
     pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    /// Adds an error to `errors` (out of line: one copy per argument types instead
+    /// of one per call site).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn report(
+        errors: &mut Vec<ConfigError>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        errors.push(ConfigError::new(field, message));
     }
 
     /// The same error about a field inside `outer` (`rollouts[2]`): `versions[0].name`

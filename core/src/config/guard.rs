@@ -86,8 +86,8 @@ impl RawGuard {
                 2 => raw.baseline_margin = json.option(Json::f64)?,
                 3 => raw.min_requests = json.option(|json| json.unsigned(u64::MAX, "u64"))?,
                 4 => raw.window = json.option(Json::string)?,
-                5 => raw.status = json.option(|json| json.array(Json::string))?,
-                6 => raw.grpc_status = json.option(|json| json.array(Json::string))?,
+                5 => raw.status = json.option_strings()?,
+                6 => raw.grpc_status = json.option_strings()?,
                 _ => raw.hold = json.option(Json::string)?,
             }
             Ok(())
@@ -114,59 +114,63 @@ pub(super) fn validate_guard(
     let before = errors.len();
     let version = match versions.iter().position(|v| v.name == raw.version) {
         Some(0) => {
-            errors.push(ConfigError::new(
+            ConfigError::report(errors,
                 "guard.version",
                 format!("`{}` is the baseline, where a tripped guard sends traffic; guard another version", raw.version),
-            ));
+            );
             0
         }
         Some(i) => i,
         None => {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 "guard.version",
                 format!("no version is named `{}`", raw.version),
-            ));
+            );
             0
         }
     };
     let rate_ok = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
     if !rate_ok(raw.max_error_rate) || raw.max_error_rate >= 1.0 {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             "guard.max_error_rate",
             format!(
                 "{} is not a fraction from 0 up to (not including) 1, such as 0.05 for 5%",
                 format_number(raw.max_error_rate)
             ),
-        ));
+        );
     }
     if let Some(margin) = raw.baseline_margin {
         if !rate_ok(margin) {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 "guard.baseline_margin",
                 format!(
                     "{} is not a fraction from 0 to 1, such as 0.02 for 2 points",
                     format_number(margin)
                 ),
-            ));
+            );
         }
     }
     let min_requests = raw.min_requests.unwrap_or(DEFAULT_GUARD_MIN_REQUESTS);
     if min_requests == 0 {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             "guard.min_requests",
             "must be at least 1: a guard needs evidence before it trips",
-        ));
+        );
     }
     let window_ms = match raw.window.as_deref() {
         None => DEFAULT_GUARD_WINDOW_MS,
         Some(text) => match parse_duration(text) {
             Ok(0) => {
-                errors.push(ConfigError::new("guard.window", "must be longer than 0s"));
+                ConfigError::report(errors, "guard.window", "must be longer than 0s");
                 1000
             }
             Ok(ms) => ms,
             Err(msg) => {
-                errors.push(ConfigError::new("guard.window", msg));
+                ConfigError::report(errors, "guard.window", msg);
                 1000
             }
         },
@@ -174,29 +178,29 @@ pub(super) fn validate_guard(
     let status = match raw.status {
         None => StatusMatcher::parse(&["5xx".to_string()]).ok(),
         Some(entries) if entries.is_empty() => {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 "guard.status",
                 "needs at least one status class or code, such as \"5xx\"",
-            ));
+            );
             None
         }
         Some(entries) => StatusMatcher::parse(&entries)
-            .map_err(|(i, msg)| errors.push(ConfigError::new(format!("guard.status[{i}]"), msg)))
+            .map_err(|(i, msg)| ConfigError::report(errors, format!("guard.status[{i}]"), msg))
             .ok(),
     };
     let grpc_status = match raw.grpc_status {
         None => Some(GrpcCodeSet::default()),
         Some(entries) if entries.is_empty() => {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 "guard.grpc_status",
                 "needs at least one gRPC status code name, such as \"UNAVAILABLE\"",
-            ));
+            );
             None
         }
         Some(entries) => GrpcCodeSet::parse(&entries)
-            .map_err(|(i, msg)| {
-                errors.push(ConfigError::new(format!("guard.grpc_status[{i}]"), msg))
-            })
+            .map_err(|(i, msg)| ConfigError::report(errors, format!("guard.grpc_status[{i}]"), msg))
             .ok(),
     };
     let hold_ms = match raw.hold.as_deref() {
@@ -205,10 +209,7 @@ pub(super) fn validate_guard(
         Some(text) => match parse_duration(text) {
             Ok(ms) => Some(ms),
             Err(msg) => {
-                errors.push(ConfigError::new(
-                    "guard.hold",
-                    format!("{msg}, or \"forever\""),
-                ));
+                ConfigError::report(errors, "guard.hold", format!("{msg}, or \"forever\""));
                 None
             }
         },

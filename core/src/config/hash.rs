@@ -123,10 +123,11 @@ pub(super) fn validate_buckets(raw: Option<&RawHash>, errors: &mut Vec<ConfigErr
     match raw.and_then(|h| h.buckets) {
         Some(b) if ALLOWED_BUCKETS.contains(&b) => b,
         Some(b) => {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 "hash.buckets",
                 format!("{b} is not one of 100, 1000, 10000"),
-            ));
+            );
             DEFAULT_BUCKETS
         }
         None => DEFAULT_BUCKETS,
@@ -139,10 +140,11 @@ pub(super) fn validate_hash(raw: Option<RawHash>, errors: &mut Vec<ConfigError>)
     match raw {
         Some(h) => {
             if h.header.is_none() && h.cookie.is_none() {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     "hash",
                     "names neither a header nor a cookie to read the user ID from",
-                ));
+                );
             }
             let cookie_attributes = h
                 .cookie_attributes
@@ -190,12 +192,13 @@ fn validate_pick(
         None => DEFAULT_PICK_TOTAL,
         Some(t) if (1..=MAX_PICK_TOTAL).contains(&t) => t,
         Some(t) => {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 "hash.pick_total",
                 format!(
                     "{t} is not a sum of route weights: use 1 to {MAX_PICK_TOTAL} (Istio's is 100)"
                 ),
-            ));
+            );
             DEFAULT_PICK_TOTAL
         }
     };
@@ -206,10 +209,11 @@ fn validate_pick(
         }),
         None => {
             if explicit_total {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     "hash.pick_total",
                     "needs hash.pick_header: without it the filter picks the version itself",
-                ));
+                );
             }
             None
         }

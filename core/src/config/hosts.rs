@@ -26,7 +26,7 @@ pub(super) fn validate_hosts(
         Err(problems) => {
             for (index, message) in problems {
                 let field = index.map_or_else(|| "hosts".to_string(), |i| format!("hosts[{i}]"));
-                errors.push(ConfigError::new(field, message));
+                ConfigError::report(errors, field, message);
             }
             None
         }

@@ -49,8 +49,8 @@ impl RawMatch {
         let fields = ["hosts", "path_prefixes", "headers"];
         json.object("struct RawMatch", &fields, 0, &mut |json, field| {
             match field {
-                0 => raw.hosts = json.option(|json| json.array(Json::string))?,
-                1 => raw.path_prefixes = json.option(|json| json.array(Json::string))?,
+                0 => raw.hosts = json.option_strings()?,
+                1 => raw.path_prefixes = json.option_strings()?,
                 _ => raw.headers = json.option(|json| json.array(RawHeaderMatch::read))?,
             }
             Ok(())
@@ -143,39 +143,43 @@ pub(super) fn validate_match(raw: Option<RawMatch>, errors: &mut Vec<ConfigError
 fn validate_path_prefixes(raw: &[String], errors: &mut Vec<ConfigError>) -> Vec<Box<[u8]>> {
     const FIELD: &str = "match.path_prefixes";
     if raw.is_empty() {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             FIELD,
             "is empty, which would match no request: leave it out to match every path",
-        ));
+        );
     }
     if raw.len() > MAX_PATH_PREFIXES {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             FIELD,
             format!(
                 "{} entries; at most {MAX_PATH_PREFIXES} are allowed",
                 raw.len()
             ),
-        ));
+        );
     }
     let mut out: Vec<Box<[u8]>> = Vec::with_capacity(raw.len());
     for (i, prefix) in raw.iter().enumerate() {
         let field = format!("{FIELD}[{i}]");
         let shown = crate::units::escape_text(prefix, true);
         if !prefix.starts_with('/') {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 field,
                 format!("`{shown}` does not start with `/`, as every path Envoy routes does"),
-            ));
+            );
         } else if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
-            errors.push(ConfigError::new(
+            ConfigError::report(errors,
                 field,
                 format!("`{shown}` has a character outside visible ASCII: write the path as requests carry it, percent-encoded"),
-            ));
+            );
         } else if let Some(first) = raw[..i].iter().position(|p| p == prefix) {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 field,
                 format!("`{shown}` is already listed as path_prefixes[{first}]"),
-            ));
+            );
         }
         out.push(prefix.as_bytes().into());
     }
@@ -190,19 +194,21 @@ fn validate_headers(
 ) -> Vec<HeaderCondition> {
     const FIELD: &str = "match.headers";
     if raw.is_empty() {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             FIELD,
             "is empty: leave it out to put no condition on headers",
-        ));
+        );
     }
     if raw.len() > MAX_HEADER_CONDITIONS {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             FIELD,
             format!(
                 "{} conditions; at most {MAX_HEADER_CONDITIONS} are allowed",
                 raw.len()
             ),
-        ));
+        );
     }
     let mut out = Vec::with_capacity(raw.len());
     for (i, condition) in raw.into_iter().enumerate() {
@@ -229,27 +235,30 @@ fn validate_headers(
             } else {
                 given
             };
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 field,
                 format!("gives {given}: give exactly one of exact, prefix, suffix or present"),
-            ));
+            );
             continue;
         }
         let value = |what: &str, text: String, errors: &mut Vec<ConfigError>| -> Box<[u8]> {
             if what != "exact" && text.is_empty() {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     format!("{field}.{what}"),
                     "is empty, which every value meets: use `present: true`",
-                ));
+                );
             }
             if text.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     format!("{field}.{what}"),
                     format!(
                         "`{}` holds a NUL, CR or LF, which no header value does",
                         crate::units::escape_text(&text, true)
                     ),
-                ));
+                );
             }
             text.into_bytes().into_boxed_slice()
         };

@@ -66,10 +66,10 @@ pub(super) fn validate_metrics_prefix(
     match raw {
         Some(p) => {
             if !is_metric_name(&p) {
-                errors.push(ConfigError::new(
+                ConfigError::report(errors,
                     "metrics_prefix",
                     format!("`{p}` is not a metric name: use 1 to 64 of [A-Za-z0-9_], not starting with a digit"),
-                ));
+                );
             }
             p
         }

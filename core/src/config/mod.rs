@@ -221,7 +221,7 @@ impl RawConfig {
             6 => self.metrics_prefix = json.option(Json::string)?,
             7 => self.metrics = json.option(RawMetrics::read)?,
             8 => self.guard = json.option(RawGuard::read)?,
-            9 => self.hosts = json.option(|json| json.array(Json::string))?,
+            9 => self.hosts = json.option_strings()?,
             _ => self.rollouts = json.option(|json| json.array(RawRollout::read))?,
         }
         Ok(())

@@ -70,13 +70,13 @@ pub(super) fn checked_header_name(
     errors: &mut Vec<ConfigError>,
 ) -> String {
     if !is_token(name) {
-        errors.push(ConfigError::new(
+        ConfigError::report(errors,
             field,
             format!(
                 "`{}` is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~; no pseudo-headers)",
                 crate::units::escape_text(name, true)
             ),
-        ));
+        );
     }
     name.to_ascii_lowercase()
 }
@@ -87,13 +87,14 @@ pub(super) fn checked_cookie_name(
     errors: &mut Vec<ConfigError>,
 ) -> String {
     if !is_token(name) {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             field,
             format!(
                 "`{}` is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
                 crate::units::escape_text(name, true)
             ),
-        ));
+        );
     }
     name.to_string()
 }

@@ -47,7 +47,7 @@ impl RawOverride {
                 0 => raw.header = json.option(Json::string)?,
                 1 => raw.cookie = json.option(Json::string)?,
                 2 => raw.token = json.option(RawToken::read)?,
-                _ => raw.trusted_sources = json.option(|json| json.array(Json::string))?,
+                _ => raw.trusted_sources = json.option_strings()?,
             }
             Ok(())
         })?;
@@ -139,31 +139,31 @@ pub(super) fn validate_override(raw: RawOverride, errors: &mut Vec<ConfigError>)
     let unlocks_nothing = header.is_none() && cookie.is_none();
     let token = raw.token.map(|t| {
         if unlocks_nothing {
-            errors.push(ConfigError::new(
+            ConfigError::report(errors,
                 "override.token",
                 "there is no override.header or override.cookie for it to protect",
-            ));
+            );
         }
         let header = checked_header_name("override.token.header", &t.header, errors);
         if t.values.is_empty() || t.values.len() > MAX_TOKEN_VALUES {
-            errors.push(ConfigError::new(
+            ConfigError::report(errors,
                 "override.token.values",
                 format!("{} values; give 1 to {MAX_TOKEN_VALUES} (the current secret, and the next while rotating)", t.values.len()),
-            ));
+            );
         }
         for (i, value) in t.values.iter().enumerate() {
             // The message never repeats the secret.
             if value.len() < MIN_TOKEN_LEN {
-                errors.push(ConfigError::new(
+                ConfigError::report(errors,
                     format!("override.token.values[{i}]"),
                     format!("{} characters; a token needs at least {MIN_TOKEN_LEN}", value.len()),
-                ));
+                );
             }
             if value.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
-                errors.push(ConfigError::new(
+                ConfigError::report(errors,
                     format!("override.token.values[{i}]"),
                     "use visible ASCII characters only, so that it survives as a header value",
-                ));
+                );
             }
         }
         TokenConfig {
@@ -175,16 +175,18 @@ pub(super) fn validate_override(raw: RawOverride, errors: &mut Vec<ConfigError>)
         .trusted_sources
         .map(|sources| {
             if unlocks_nothing {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     "override.trusted_sources",
                     "there is no override.header or override.cookie for it to protect",
-                ));
+                );
             }
             if sources.is_empty() {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     "override.trusted_sources",
                     "is empty, which would trust nobody: leave it out to trust every source",
-                ));
+                );
             }
             sources
                 .iter()
@@ -192,10 +194,11 @@ pub(super) fn validate_override(raw: RawOverride, errors: &mut Vec<ConfigError>)
                 .filter_map(|(i, s)| {
                     Cidr::parse(s)
                         .map_err(|msg| {
-                            errors.push(ConfigError::new(
+                            ConfigError::report(
+                                errors,
                                 format!("override.trusted_sources[{i}]"),
                                 msg,
-                            ))
+                            )
                         })
                         .ok()
                 })

@@ -103,43 +103,41 @@ pub(super) fn validate_schedule(
 ) -> Option<Schedule> {
     let before = errors.len();
     let start_ms = parse_rfc3339(&raw.start)
-        .map_err(|msg| errors.push(ConfigError::new(format!("{field}.start"), msg)))
+        .map_err(|msg| ConfigError::report(errors, format!("{field}.start"), msg))
         .unwrap_or(0);
     if raw.steps.is_empty() {
-        errors.push(ConfigError::new(
-            format!("{field}.steps"),
-            "needs at least one step",
-        ));
+        ConfigError::report(errors, format!("{field}.steps"), "needs at least one step");
     }
     let mut steps: Vec<Step> = Vec::with_capacity(raw.steps.len());
     for (j, step) in raw.steps.iter().enumerate() {
         let step_field = format!("{field}.steps[{j}]");
         let after_ms = parse_duration(&step.after)
-            .map_err(|msg| errors.push(ConfigError::new(format!("{step_field}.after"), msg)));
+            .map_err(|msg| ConfigError::report(errors, format!("{step_field}.after"), msg));
         let weight = weight_to_basis_points(step.weight, buckets)
-            .map_err(|msg| errors.push(ConfigError::new(format!("{step_field}.weight"), msg)));
+            .map_err(|msg| ConfigError::report(errors, format!("{step_field}.weight"), msg));
         let (Ok(after_ms), Ok(weight_basis_points)) = (after_ms, weight) else {
             continue;
         };
         if let Some(previous) = steps.last() {
             if after_ms <= previous.after_ms {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     format!("{step_field}.after"),
                     format!(
                         "`{}` is not later than the step before it: steps go in increasing time",
                         step.after
                     ),
-                ));
+                );
             }
             if weight_basis_points < previous.weight_basis_points {
-                errors.push(ConfigError::new(
+                ConfigError::report(errors,
                     format!("{step_field}.weight"),
                     format!(
                         "{} is below the step before it ({}): a ramp never goes down (roll back by changing the config)",
                         format_number(step.weight),
                         format_basis_points(previous.weight_basis_points.into())
                     ),
-                ));
+                );
             }
         }
         steps.push(Step {

@@ -59,10 +59,11 @@ pub(super) fn validate_users(
         return UserIndex::new();
     };
     if !users.is_empty() && hash.header.is_none() && hash.cookie.is_none() {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             "users",
             "needs hash.header or hash.cookie to read the user ID from",
-        ));
+        );
     }
     users_by_id(&users, versions, errors)
 }
@@ -78,28 +79,27 @@ fn users_by_id(
     for (version, ids) in users {
         let field = format!("users.{version}");
         let Some(index) = versions.iter().position(|v| &v.name == version) else {
-            errors.push(ConfigError::new(
-                field,
-                format!("no version is named `{version}`"),
-            ));
+            ConfigError::report(errors, field, format!("no version is named `{version}`"));
             continue;
         };
         for (j, id) in ids.iter().enumerate() {
             if id.is_empty() {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     format!("{field}[{j}]"),
                     "an empty user ID never matches (an empty value counts as no user ID)",
-                ));
+                );
                 continue;
             }
             // The first version that lists an ID keeps it; a later one is named.
             match map.get(id.as_bytes()) {
                 Some(&first) if first != index => {
                     let other = versions.get(first).map_or("?", |v| v.name.as_str());
-                    errors.push(ConfigError::new(
+                    ConfigError::report(
+                        errors,
                         format!("{field}[{j}]"),
                         format!("this user ID is also listed under users.{other}"),
-                    ));
+                    );
                 }
                 Some(_) => {}
                 None => {

@@ -135,26 +135,28 @@ pub(super) fn validate_versions(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Version> {
     if raw.is_empty() {
-        errors.push(ConfigError::new("versions", "needs at least one version"));
+        ConfigError::report(errors, "versions", "needs at least one version");
     }
     if raw.len() > MAX_VERSIONS {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             "versions",
             format!("{} versions; at most {MAX_VERSIONS} are allowed", raw.len()),
-        ));
+        );
     }
     let mut versions = Vec::with_capacity(raw.len());
     let mut total: u64 = 0;
     for (i, v) in raw.iter().enumerate() {
         let field = format!("versions[{i}]");
         if let Some(problem) = version_name_problem(&v.name) {
-            errors.push(ConfigError::new(format!("{field}.name"), problem));
+            ConfigError::report(errors, format!("{field}.name"), problem);
         }
         if let Some(first) = raw[..i].iter().position(|o| o.name == v.name) {
-            errors.push(ConfigError::new(
+            ConfigError::report(
+                errors,
                 format!("{field}.name"),
                 format!("`{}` is already the name of versions[{first}]", v.name),
-            ));
+            );
         }
         if pick_mode && i > 0 && (v.weight.is_some() || v.schedule.is_some()) {
             let what = if v.weight.is_some() {
@@ -162,16 +164,16 @@ pub(super) fn validate_versions(
             } else {
                 "schedule"
             };
-            errors.push(ConfigError::new(
+            ConfigError::report(errors,
                 format!("{field}.{what}"),
                 format!("hash.pick_header is set: the route's weights decide, so a version has no {what}"),
-            ));
+            );
         }
         if pick_mode && v.name == super::pick::WEIGHTED_VERSION {
-            errors.push(ConfigError::new(
+            ConfigError::report(errors,
                 format!("{field}.name"),
                 format!("`{}` is the metric label of the decisions the route's weights make in pick mode: choose another name", v.name),
-            ));
+            );
         }
         let weight = match (i, v.weight, &v.schedule) {
             _ if pick_mode && i > 0 => Weight::Fixed(0),
@@ -182,30 +184,31 @@ pub(super) fn validate_versions(
                 } else {
                     "schedule"
                 };
-                errors.push(ConfigError::new(
+                ConfigError::report(errors,
                     format!("{field}.{what}"),
                     format!("the first version is the baseline: it takes the share the others leave and has no {what}"),
-                ));
+                );
                 Weight::Remainder
             }
             (_, Some(_), Some(_)) => {
-                errors.push(ConfigError::new(
+                ConfigError::report(
+                    errors,
                     format!("{field}.schedule"),
                     "a version has either a weight or a schedule, not both",
-                ));
+                );
                 Weight::Fixed(0)
             }
             (_, None, None) => {
-                errors.push(ConfigError::new(
+                ConfigError::report(errors,
                     format!("{field}.weight"),
                     "missing: every version after the first needs a weight (a percentage from 0 to 100) or a schedule",
-                ));
+                );
                 Weight::Fixed(0)
             }
             (_, Some(w), None) => match weight_to_basis_points(w, buckets) {
                 Ok(bp) => Weight::Fixed(bp),
                 Err(msg) => {
-                    errors.push(ConfigError::new(format!("{field}.weight"), msg));
+                    ConfigError::report(errors, format!("{field}.weight"), msg);
                     Weight::Fixed(0)
                 }
             },
@@ -223,13 +226,14 @@ pub(super) fn validate_versions(
         });
     }
     if total > u64::from(FULL_WEIGHT_BASIS_POINTS) {
-        errors.push(ConfigError::new(
+        ConfigError::report(
+            errors,
             "versions",
             format!(
                 "the weights add up to {}, above 100 (a schedule counts with its last step)",
                 format_basis_points(total)
             ),
-        ));
+        );
     }
     versions
 }

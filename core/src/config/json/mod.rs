@@ -272,6 +272,13 @@ impl Json<'_> {
         read(self).map(Some)
     }
 
+    /// An optional array of strings, the most common list in the config (one copy
+    /// of its reading in the `.wasm`, not one per field).
+    #[inline(never)]
+    pub fn option_strings(&mut self) -> Result<Option<Vec<String>>> {
+        self.option(|json| json.array(Json::string))
+    }
+
     /// Reads `null` if that comes next (serde_json's `deserialize_option`).
     #[inline(never)]
     fn null(&mut self) -> Result<bool> {
