@@ -141,6 +141,11 @@ fn a_new_visitor_is_decided_on_the_id_it_is_issued_and_keeps_its_version() {
     // An empty cookie is no ID: the visitor is issued one.
     let r = client.get_with(&[("cookie", "visitor=")]);
     let id = issued_id(&r).expect("an ID for an empty cookie");
+    // The upstream reads the ID, not the empty cookie it replaces.
+    assert_eq!(
+        r.header("x-echo-cookie"),
+        Some(format!("visitor={id}").as_bytes())
+    );
     *issued_per_version.entry(r.served_by()).or_default() += 1.0;
     // An override decides, and the visitor still gets its ID, which decides its
     // later requests.

@@ -57,8 +57,10 @@ pub fn set_cookie_value(name: &str, id: &[u8], attributes: &str) -> Vec<u8> {
 }
 
 /// The request's `Cookie` value with the issued ID added, so that the upstream sees
-/// the ID on the first request as on later ones: every `cookie` header's value in
-/// order, joined by `; ` (one header replaces them all), then `NAME=ID`.
+/// the ID on the first request as on later ones: every cookie of every `cookie`
+/// header in order, joined by `; ` (one header replaces them all), then `NAME=ID`.
+/// A `NAME` cookie already there can only be empty (an ID is issued only then): it
+/// is left out, so that an upstream reading the first `NAME` gets the ID.
 #[inline]
 pub fn cookie_with_id(headers: &SerializedHeaders, name: &str, id: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -66,13 +68,17 @@ pub fn cookie_with_id(headers: &SerializedHeaders, name: &str, id: &[u8]) -> Vec
         if !key.eq_ignore_ascii_case(b"cookie") {
             continue;
         }
-        let value = value.trim_ascii();
-        let value = value.strip_suffix(b";").unwrap_or(value).trim_ascii_end();
-        if value.is_empty() {
-            continue;
+        for pair in value.split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let is_name = pair
+                .strip_prefix(name.as_bytes())
+                .is_some_and(|rest| rest.first() == Some(&b'=') || rest.is_empty());
+            if pair.is_empty() || is_name {
+                continue;
+            }
+            out.extend_from_slice(pair);
+            out.extend_from_slice(b"; ");
         }
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"; ");
     }
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
@@ -216,6 +222,15 @@ mod tests {
         assert_eq!(with(&[(b"cookie", b""), (b"cookie", b";")]), "vid=ID");
         let header = with(&[(b"cookie", b"a=1; vid=")]);
         assert_eq!(find_cookie(header.as_bytes(), b"a"), Some(&b"1"[..]));
+        // The empty cookie of the same name is left out: the first `vid` is the ID.
+        assert_eq!(header, "a=1; vid=ID");
+        assert_eq!(with(&[(b"cookie", b"vid=; a=1")]), "a=1; vid=ID");
+        assert_eq!(with(&[(b"cookie", b"vid")]), "vid=ID");
+        // Only that name: a cookie whose name merely starts with it stays.
+        assert_eq!(
+            with(&[(b"cookie", b"vids=2; xvid=")]),
+            "vids=2; xvid=; vid=ID"
+        );
         assert_eq!(
             set_cookie_value("vid", b"ID", "; Path=/"),
             b"vid=ID; Path=/".to_vec()
